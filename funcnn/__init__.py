@@ -1,0 +1,57 @@
+"""funcnn: a small, exact, fast functional neural-network library for JAX.
+
+Networks are pure functions over parameter pytrees, built from ``(init, apply)`` pairs;
+gradients come from ``jax.grad``, optimizers from optax, and ``jax.jit`` compiles whole
+training steps and epochs.
+"""
+
+from . import core, data, functional, initializers, layers, losses, models, train
+from .core import Layer, fanin_concat, fanin_sum, fanout, named, parallel, residual, serial
+from .layers import (
+    Dense,
+    Dropout,
+    Gelu,
+    Identity,
+    LeakyRelu,
+    LogSoftmax,
+    Relu,
+    Sigmoid,
+    Softmax,
+    Tanh,
+)
+from .train import FitResult, evaluate, fit, train_step
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "core",
+    "data",
+    "functional",
+    "initializers",
+    "layers",
+    "losses",
+    "models",
+    "train",
+    "Layer",
+    "serial",
+    "parallel",
+    "fanout",
+    "fanin_sum",
+    "fanin_concat",
+    "residual",
+    "named",
+    "Dense",
+    "Dropout",
+    "Gelu",
+    "Identity",
+    "LeakyRelu",
+    "LogSoftmax",
+    "Relu",
+    "Sigmoid",
+    "Softmax",
+    "Tanh",
+    "fit",
+    "evaluate",
+    "train_step",
+    "FitResult",
+]

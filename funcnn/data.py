@@ -1,0 +1,175 @@
+"""Data helpers: checks, train/validation split, minibatches and the 2-D toy sets.
+
+Every toy set is deterministic given its key (a ``jax.random`` key or an int seed) and
+returns ``(x, y)`` with ``x`` float32 of shape ``(n, 2)`` and ``y`` int32 class labels of
+shape ``(n,)``, balanced between the classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import jax
+import numpy as np
+
+__all__ = [
+    "check_xy",
+    "train_val_split",
+    "batches",
+    "as_key",
+    "spirals",
+    "circles",
+    "moons",
+    "xor",
+    "blobs",
+    "TOY_SETS",
+]
+
+
+def as_key(key: jax.Array | int, argument: str = "key") -> jax.Array:
+    """Accept a PRNG key or an int seed."""
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        return jax.random.key(int(key))
+    if isinstance(key, jax.Array):
+        return key
+    raise TypeError(f"{argument}: expected a jax.random key or an int seed, got {key!r}")
+
+
+def check_xy(x, y, who: str = "data") -> tuple[np.ndarray, np.ndarray]:
+    """Check that ``x`` and ``y`` are non-empty arrays with the same number of examples."""
+    if x is None or y is None:
+        raise ValueError(f"{who}: x and y must both be given")
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim == 0 or y.ndim == 0:
+        raise ValueError(
+            f"{who}: x and y need a leading example axis, got shapes {x.shape}, {y.shape}"
+        )
+    if len(x) != len(y):
+        raise ValueError(f"{who}: x and y must have the same length, got {len(x)} and {len(y)}")
+    if len(x) == 0:
+        raise ValueError(f"{who}: the dataset is empty")
+    if x.dtype == object or y.dtype == object:
+        raise TypeError(f"{who}: x and y must be numeric arrays, got dtypes {x.dtype}, {y.dtype}")
+    return x, y
+
+
+def train_val_split(x, y, val_fraction: float = 0.2, *, key: jax.Array | int = 0):
+    """Shuffle and split into ``(x_train, y_train), (x_val, y_val)``.
+
+    The validation part has ``round(val_fraction · n)`` examples (at least one).
+    """
+    x, y = check_xy(x, y, "train_val_split")
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"train_val_split: val_fraction must be in (0, 1), got {val_fraction!r}")
+    n = len(x)
+    n_val = max(1, int(round(val_fraction * n)))
+    if n_val >= n:
+        raise ValueError(f"train_val_split: {n} examples are too few to split off {n_val}")
+    perm = np.asarray(jax.random.permutation(as_key(key), n))
+    val, train = perm[:n_val], perm[n_val:]
+    return (x[train], y[train]), (x[val], y[val])
+
+
+def batches(
+    x, y, batch_size: int, *, key: jax.Array | int | None = None, drop_remainder: bool = False
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Iterate over minibatches ``(x_b, y_b)``, shuffled when a key is given.
+
+    The last batch is smaller when ``batch_size`` does not divide ``n``, unless
+    ``drop_remainder``.
+    """
+    x, y = check_xy(x, y, "batches")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batches: batch_size must be a positive int, got {batch_size!r}")
+    n = len(x)
+    order = np.arange(n) if key is None else np.asarray(jax.random.permutation(as_key(key), n))
+    stop = n - n % batch_size if drop_remainder else n
+    for start in range(0, stop, batch_size):
+        idx = order[start : start + batch_size]
+        yield x[idx], y[idx]
+
+
+# --------------------------------------------------------------------------- toy sets
+
+
+def _check_n(n: int, who: str) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ValueError(f"{who}: n must be an int >= 2, got {n!r}")
+    return n
+
+
+def _labels(n: int) -> np.ndarray:
+    return (np.arange(n) >= n // 2).astype(np.int32) if n else np.zeros(0, np.int32)
+
+
+def _finish(x, y, key) -> tuple[np.ndarray, np.ndarray]:
+    perm = np.asarray(jax.random.permutation(key, len(x)))
+    return np.asarray(x, np.float32)[perm], np.asarray(y, np.int32)[perm]
+
+
+def spirals(n: int = 400, *, key: jax.Array | int = 0, noise: float = 0.05, turns: float = 1.0):
+    """Two interleaved spirals, one a rotation of the other by π.
+
+    Point ``i`` of a class sits at radius ``r = 0.1 + 0.9 t`` and angle
+    ``θ = 2π · turns · t (+ π)``, ``t ∈ [0, 1]``, plus N(0, noise²) jitter; coordinates lie in
+    about [−1, 1]. With the default single turn, a one-hidden-layer tanh network separates
+    them, as in the lecture's 2-D demo.
+    """
+    n = _check_n(n, "spirals")
+    k1, k2 = jax.random.split(as_key(key))
+    y = _labels(n)
+    counts = [int(np.sum(y == 0)), int(np.sum(y == 1))]
+    t = np.concatenate([np.linspace(0.0, 1.0, c) for c in counts])
+    theta = 2 * np.pi * turns * t + np.pi * y
+    r = 0.1 + 0.9 * t
+    x = np.stack([r * np.cos(theta), r * np.sin(theta)], axis=1)
+    x = x + noise * np.asarray(jax.random.normal(k1, x.shape))
+    return _finish(x, y, k2)
+
+
+def circles(n: int = 400, *, key: jax.Array | int = 0, noise: float = 0.05, factor: float = 0.5):
+    """A small circle (class 1, radius ``factor``) inside a large one (class 0, radius 1)."""
+    n = _check_n(n, "circles")
+    k1, k2, k3 = jax.random.split(as_key(key), 3)
+    y = _labels(n)
+    theta = 2 * np.pi * np.asarray(jax.random.uniform(k1, (n,)))
+    r = np.where(y == 1, factor, 1.0)
+    x = np.stack([r * np.cos(theta), r * np.sin(theta)], axis=1)
+    x = x + noise * np.asarray(jax.random.normal(k2, x.shape))
+    return _finish(x, y, k3)
+
+
+def moons(n: int = 400, *, key: jax.Array | int = 0, noise: float = 0.1):
+    """Two interleaving half circles (as scikit-learn's ``make_moons``), centred near 0."""
+    n = _check_n(n, "moons")
+    k1, k2, k3 = jax.random.split(as_key(key), 3)
+    y = _labels(n)
+    t = np.pi * np.asarray(jax.random.uniform(k1, (n,)))
+    upper = np.stack([np.cos(t), np.sin(t)], axis=1)
+    lower = np.stack([1.0 - np.cos(t), 0.5 - np.sin(t)], axis=1)
+    x = np.where((y == 1)[:, None], lower, upper) - np.array([0.5, 0.25])
+    x = x + noise * np.asarray(jax.random.normal(k2, x.shape))
+    return _finish(x, y, k3)
+
+
+def xor(n: int = 400, *, key: jax.Array | int = 0, noise: float = 0.0):
+    """Points uniform in [−1, 1]², class 1 where ``x₁ · x₂ < 0`` (not linearly separable)."""
+    n = _check_n(n, "xor")
+    k1, k2, k3 = jax.random.split(as_key(key), 3)
+    x = np.asarray(jax.random.uniform(k1, (n, 2), minval=-1.0, maxval=1.0))
+    y = (x[:, 0] * x[:, 1] < 0).astype(np.int32)
+    x = x + noise * np.asarray(jax.random.normal(k2, x.shape))
+    return _finish(x, y, k3)
+
+
+def blobs(n: int = 400, *, key: jax.Array | int = 0, std: float = 0.3, distance: float = 2.0):
+    """Two Gaussian blobs at ``(±distance/2, ±distance/2)``: linearly separable."""
+    n = _check_n(n, "blobs")
+    k1, k2 = jax.random.split(as_key(key))
+    y = _labels(n)
+    centres = np.where((y == 1)[:, None], distance / 2, -distance / 2) * np.ones((1, 2))
+    x = centres + std * np.asarray(jax.random.normal(k1, (n, 2)))
+    return _finish(x, y, k2)
+
+
+TOY_SETS = {"spirals": spirals, "circles": circles, "moons": moons, "xor": xor, "blobs": blobs}

@@ -1,0 +1,110 @@
+"""Pictures with matplotlib (an optional extra: ``pip install funcnn[examples]``).
+
+Nothing in the core imports this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["require_matplotlib", "grid", "decision_regions", "side_by_side", "curves", "save"]
+
+
+def require_matplotlib():
+    """Import matplotlib with the non-interactive Agg backend, or explain how to get it."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("funcnn.plot needs matplotlib: pip install 'funcnn[examples]'") from err
+    return plt
+
+
+def grid(x: np.ndarray, resolution: int = 200, margin: float = 0.1):
+    """A ``resolution × resolution`` grid covering the 2-D points ``x`` plus a margin.
+
+    Returns ``(xx, yy, points)`` with ``points`` of shape ``(resolution², 2)``.
+    """
+    x = np.asarray(x)
+    lo, hi = x.min(axis=0), x.max(axis=0)
+    pad = margin * (hi - lo)
+    xs = np.linspace(lo[0] - pad[0], hi[0] + pad[0], resolution)
+    ys = np.linspace(lo[1] - pad[1], hi[1] + pad[1], resolution)
+    xx, yy = np.meshgrid(xs, ys)
+    return xx, yy, np.stack([xx.ravel(), yy.ravel()], axis=1).astype(np.float32)
+
+
+def decision_regions(
+    ax,
+    predict: Callable[[np.ndarray], np.ndarray],
+    x,
+    y,
+    *,
+    title: str = "",
+    resolution: int = 200,
+):
+    """Shade the plane by the predicted class (or P(class 1)) and draw the points over it.
+
+    ``predict(points)`` returns class probabilities ``(m, c)`` or ``P(y=1)`` as ``(m,)`` /
+    ``(m, 1)``. For two classes the boundary ``P = 0.5`` is drawn as a line.
+    """
+    xx, yy, pts = grid(x, resolution)
+    prob = np.asarray(predict(pts))
+    if prob.ndim == 2 and prob.shape[1] > 1:
+        value = prob[:, 1] if prob.shape[1] == 2 else np.argmax(prob, axis=1)
+    else:
+        value = prob.reshape(-1)
+    value = value.reshape(xx.shape)
+    ax.contourf(xx, yy, value, levels=20, cmap="RdBu", alpha=0.6, vmin=0, vmax=1)
+    ax.contour(xx, yy, value, levels=[0.5], colors="k", linewidths=1)
+    ax.scatter(x[:, 0], x[:, 1], c=np.asarray(y), cmap="RdBu", edgecolors="k", s=12, vmin=0, vmax=1)
+    ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return ax
+
+
+def side_by_side(panels: Sequence[tuple[str, Callable]], x, y, path, *, resolution: int = 200):
+    """Decision regions of several models over the same data, in one row; saved to ``path``."""
+    plt = require_matplotlib()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 5))
+    for ax, (title, predict) in zip(np.atleast_1d(axes), panels):
+        decision_regions(ax, predict, x, y, title=title, resolution=resolution)
+    return save(fig, path)
+
+
+def curves(
+    history: dict[str, list[float]],
+    path,
+    *,
+    keys: Sequence[str] | None = None,
+    title: str = "",
+    logy: bool = False,
+):
+    """Training curves: one line per history key against the epoch."""
+    plt = require_matplotlib()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for k in keys or list(history):
+        ax.plot(np.arange(1, len(history[k]) + 1), history[k], label=k)
+    ax.set_xlabel("epoch")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_title(title)
+    ax.legend()
+    return save(fig, path)
+
+
+def save(fig, path) -> Path:
+    """Save a figure as PNG (creating the folder), close it, and return the path."""
+    plt = require_matplotlib()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
