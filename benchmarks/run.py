@@ -1,0 +1,178 @@
+"""Side-by-side speed of funcnn against hand-written JAX, Flax, Equinox and PyTorch.
+
+    python benchmarks/run.py            # full run (several minutes)
+    python benchmarks/run.py --quick    # fewer rounds, no torch.compile (under 3 minutes)
+    python benchmarks/run.py --tiny     # correctness of the harness only: same loss after a step
+
+All contenders of a workload get the same weights, batch, loss (softmax cross-entropy) and
+optimizer (SGD, momentum 0.9, lr 0.01). Timing interleaves the contenders round by round and
+reports the median time of one unit (a step, or an epoch for workload (c)), its ratio to funcnn
+(> 1: slower than funcnn) and the first call's time (compile included). Competitors are optional:
+those not installed are listed as missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]  # the workloads, and this checkout's funcnn
+
+import numpy as np  # noqa: E402
+from contenders import BUILDERS, available  # noqa: E402
+from workloads import batch, make  # noqa: E402
+
+ALL_WORKLOADS = ["mlp", "lenet", "epoch", "alexnet"]
+
+
+def matmul_ceiling(n: int = 2048, reps: int = 10) -> float:
+    """GFLOP/s of a jitted n×n float32 matmul: the machine's ceiling for dense work."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    f = jax.jit(lambda a: a @ a)
+    f(a).block_until_ready()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        f(a).block_until_ready()
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def contenders_for(workload: str, selected: list[str]) -> list[str]:
+    names = [c for c in selected if c in BUILDERS]
+    if workload != "epoch":
+        names = [c for c in names if c != "raw_jax_loop"]
+    return names
+
+
+def build_all(wl, names):
+    x, y = batch(wl)
+    runners, notes = {}, {}
+    for name in names:
+        if not available(name):
+            notes[name] = "not installed"
+            continue
+        try:
+            runners[name] = BUILDERS[name](wl, x, y)
+        except Exception as err:  # a contender that cannot run is reported, not fatal
+            notes[name] = f"failed to build: {type(err).__name__}: {err}"[:160]
+    return runners, notes
+
+
+def check(workloads, names) -> int:
+    """Every contender's loss after one step equals raw JAX's to 1e-4 (relative)."""
+    bad = 0
+    for w in workloads:
+        wl = make(w, tiny=True)
+        runners, notes = build_all(wl, names)
+        ref = runners["raw_jax"].loss_after_one_step()
+        for name, r in runners.items():
+            value = r.loss_after_one_step()
+            ok = abs(value - ref) <= 1e-4 * max(1.0, abs(ref))
+            bad += not ok
+            print(
+                f"{w:8s} {name:14s} loss after one step {value:.6f} "
+                f"(raw JAX {ref:.6f}) {'ok' if ok else 'MISMATCH'}"
+            )
+        for name, note in notes.items():
+            print(f"{w:8s} {name:14s} {note}")
+    return bad
+
+
+def measure(wl, runners, rounds: int, min_time: float):
+    compile_s, per_unit = {}, {n: [] for n in runners}
+    for name, r in runners.items():
+        t = time.perf_counter()
+        r.unit()
+        compile_s[name] = time.perf_counter() - t
+    # repetitions per round so one measurement lasts about min_time
+    reps = {}
+    for name, r in runners.items():
+        t = time.perf_counter()
+        r.unit()
+        reps[name] = max(1, int(min_time / max(time.perf_counter() - t, 1e-6)))
+    order = list(runners)
+    for k in range(rounds):
+        rotated = order[k % len(order) :] + order[: k % len(order)]
+        for name in rotated:
+            t = time.perf_counter()
+            for _ in range(reps[name]):
+                runners[name].unit()
+            per_unit[name].append((time.perf_counter() - t) / reps[name])
+    return {n: statistics.median(v) for n, v in per_unit.items()}, compile_s
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer rounds, skip torch.compile")
+    ap.add_argument("--tiny", action="store_true", help="only check that the losses agree")
+    ap.add_argument("--workloads", default=",".join(ALL_WORKLOADS))
+    ap.add_argument("--contenders", default=",".join(BUILDERS))
+    ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--json", type=Path, default=None, help="write the results here")
+    args = ap.parse_args(argv)
+    workloads = [w for w in args.workloads.split(",") if w]
+    names = [c for c in args.contenders.split(",") if c]
+    unknown = [w for w in workloads if w not in ALL_WORKLOADS]
+    if unknown:
+        ap.error(f"unknown workloads {unknown}; choose from {ALL_WORKLOADS}")
+    if args.tiny:
+        names = [c for c in names if c != "torch_compile"]
+        return 1 if check(workloads, names) else 0
+    if args.quick:
+        names = [c for c in names if c != "torch_compile"]
+    rounds = args.rounds or (5 if args.quick else 15)
+    min_time = 0.2 if args.quick else 0.5
+
+    import jax
+
+    print(
+        f"jax {jax.__version__} on {jax.devices()[0].device_kind}, {os.cpu_count()} CPUs; "
+        f"{rounds} interleaved rounds, medians"
+    )
+    ceiling = matmul_ceiling()
+    print(f"(e) jitted 2048×2048 float32 matmul: {ceiling:.1f} GFLOP/s\n")
+    results = {"ceiling_gflops": ceiling, "workloads": {}}
+    for w in workloads:
+        wl = make(w, quick=args.quick)
+        runners, notes = build_all(wl, contenders_for(w, names))
+        times, compile_s = measure(wl, runners, rounds, min_time)
+        base = times.get("funcnn")
+        print(wl.title)
+        print(
+            f"  {'contender':14s} {'median ms':>10s} {'÷ funcnn':>9s} {'compile s':>10s} "
+            f"{'% ceiling':>10s}"
+        )
+        rows = {}
+        for name in sorted(times, key=times.get):
+            t = times[name]
+            ratio = t / base if base else float("nan")
+            frac = wl.flops_per_step * wl.steps / t / 1e9 / ceiling * 100
+            print(f"  {name:14s} {t * 1e3:10.2f} {ratio:9.2f} {compile_s[name]:10.2f} {frac:9.0f}%")
+            rows[name] = {
+                "ms": t * 1e3,
+                "ratio_to_funcnn": ratio,
+                "compile_s": compile_s[name],
+                "percent_of_ceiling": frac,
+            }
+        for name, note in notes.items():
+            print(f"  {name:14s} {note}")
+        print()
+        results["workloads"][w] = {"title": wl.title, "rows": rows, "notes": notes}
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=4)
+    sys.exit(main())
