@@ -364,6 +364,12 @@ def initialize(
 
     After it, ``jax.devices()`` lists the devices of all processes and
     ``jax.process_index()`` is this process's id.
+
+    Example, at the top of a script started by the launcher::
+
+        from funcnn import distributed
+        distributed.initialize()
+        mesh = distributed.make_mesh()  # the devices of every process
     """
     env = os.environ
     if coordinator_address is None:

@@ -41,7 +41,11 @@ __all__ = ["free_port", "launch", "main"]
 
 
 def free_port() -> int:
-    """A TCP port that is free on this machine now (the OS picks it)."""
+    """A TCP port that is free on this machine now (the OS picks it).
+
+    >>> 0 < free_port() < 65536
+    True
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -82,7 +86,12 @@ def _stop(processes: Sequence[subprocess.Popen]) -> None:
 
 
 def launch(command: Sequence[str], args: argparse.Namespace) -> int:
-    """Run ``command`` in ``args.local`` processes; return 0 or the first failing status."""
+    """Run ``command`` in ``args.local`` processes; return 0 or the first failing status.
+
+    Process ``args.first_id + i`` gets ``FUNCNN_PROCESS_ID``; all of them
+    ``FUNCNN_COORDINATOR = args.coordinator`` and ``FUNCNN_NUM_PROCESSES = args.processes``.
+    Usually reached through :func:`main`, e.g. ``main(["-n", "2", "train.py"])``.
+    """
     processes: list[subprocess.Popen] = []
     pumps = []
     try:
@@ -136,7 +145,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse the command line and launch; returns the exit status."""
+    """Parse the command line and launch; returns the exit status.
+
+    Example: ``main(["--processes", "2", "--cpu-devices", "2", "train.py", "--epochs", "3"])``
+    runs ``python train.py --epochs 3`` twice, with two CPU devices in each process.
+    """
     parser = _parser()
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the children
