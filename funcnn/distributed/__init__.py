@@ -130,7 +130,7 @@ def batch_sharding(mesh: Mesh, axis: str = DATA) -> NamedSharding:
     """Rows split over ``axis``, everything else whole: ``NamedSharding(mesh, P(axis))``.
 
     >>> batch_sharding(make_mesh()).spec
-    PartitionSpec('data',)
+    P('data',)
     """
     axis_size(mesh, axis)
     return NamedSharding(mesh, P(axis))
@@ -140,7 +140,7 @@ def replicated(mesh: Mesh) -> NamedSharding:
     """A whole copy on every device: ``NamedSharding(mesh, P())``.
 
     >>> replicated(make_mesh()).spec
-    PartitionSpec()
+    P()
     """
     return NamedSharding(_check_mesh(mesh, "replicated"), P())
 
@@ -179,7 +179,7 @@ def shard_batch(batch: Any, mesh: Mesh, *, axis: str = DATA) -> Any:
     >>> import numpy as np
     >>> x = shard_batch(np.zeros((2 * jax.device_count(), 3)), make_mesh())
     >>> x.sharding.spec
-    PartitionSpec('data',)
+    P('data',)
     """
     check_divisible(_leaves_rows(batch, "shard_batch"), mesh, axis=axis, who="shard_batch")
     sharding = batch_sharding(mesh, axis)
@@ -252,7 +252,7 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
 
     >>> import jax.numpy as jnp
     >>> replicate({"w": jnp.ones(3)}, make_mesh())["w"].sharding.spec
-    PartitionSpec()
+    P()
     """
     sharding = replicated(mesh)
     return jax.tree_util.tree_map(lambda a: jax.device_put(_host(a), sharding), tree)
@@ -284,7 +284,7 @@ def shard_params(params: Any, mesh: Mesh, *, axis: str = MODEL, min_size: int = 
     >>> import jax.numpy as jnp
     >>> p = shard_params({"w": jnp.ones((4, 8)), "b": jnp.ones(8)}, make_mesh(), min_size=1)
     >>> p["w"].sharding.spec
-    PartitionSpec(None, 'model')
+    P(None, 'model')
     """
     d = axis_size(mesh, axis)
 
@@ -300,7 +300,7 @@ def place(tree: Any, mesh: Mesh) -> Any:
 
     >>> import jax.numpy as jnp
     >>> place({"w": jnp.ones(2)}, make_mesh())["w"].sharding.spec
-    PartitionSpec()
+    P()
     """
     _check_mesh(mesh, "place")
     sharding = replicated(mesh)
