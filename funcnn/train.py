@@ -80,6 +80,7 @@ def train_step(
     metrics: Metrics | None = None,
     jit: bool = True,
     donate: bool = False,
+    mesh: Any = None,
 ) -> Callable:
     """Build the training step ``(params, opt_state, batch, key) -> (params, opt_state, metrics)``.
 
@@ -96,6 +97,8 @@ def train_step(
       jit: compile the step with ``jax.jit``.
       donate: let XLA reuse the buffers of ``params`` and ``opt_state`` (they must not be
         used after the call).
+      mesh: a :class:`jax.sharding.Mesh`: split the batch over its ``"data"`` axis inside
+        the step (see :mod:`funcnn.distributed`).
 
     >>> import jax, optax
     >>> from funcnn import models, losses
@@ -116,6 +119,10 @@ def train_step(
         x, y = batch
         return inner(params, opt_state, x, y, key)
 
+    if mesh is not None:
+        from . import distributed
+
+        step = distributed.data_parallel(step, mesh)
     if not jit:
         return step
     return jax.jit(step, donate_argnums=(0, 1) if donate else ())
@@ -231,6 +238,7 @@ def fit(
     progress: bool | None = None,
     callback: Callable[[int, dict[str, float]], Any] | None = None,
     opt_state: Any = None,
+    mesh: Any = None,
 ) -> FitResult:
     """Train ``model`` on ``(x, y)`` with minibatch gradient descent.
 
@@ -261,6 +269,10 @@ def fit(
       progress: a tqdm bar; default: only when stderr is a terminal.
       callback: ``callback(epoch, logs)`` after every epoch.
       opt_state: the optimizer state to continue from; default ``optimizer.init(params)``.
+      mesh: a :class:`jax.sharding.Mesh` for data-parallel training: each batch is split
+        over its ``"data"`` axis, params and optimizer state replicated (or kept as placed
+        by :func:`funcnn.distributed.shard_params`); ``batch_size`` and the last batch must
+        divide by the axis size. See :mod:`funcnn.distributed`.
 
     Returns:
       a :class:`FitResult` ``(params, opt_state, history, best_epoch, epochs_run)``.
@@ -301,6 +313,15 @@ def fit(
     step = _make_step(apply, loss, optimizer, metrics)
     n_full, rem = divmod(n, batch_size)
     x_dev, y_dev = jnp.asarray(x), jnp.asarray(y)
+    if mesh is not None:
+        from . import distributed
+
+        distributed.check_divisible(batch_size, mesh, who="fit")
+        if rem:
+            last = f"the last batch, {n} mod batch_size {batch_size},"
+            distributed.check_divisible(rem, mesh, argument=last, who="fit")
+        step = distributed.data_parallel(step, mesh, batch_argnums=(2, 3))
+        x_dev, y_dev = distributed.replicate((x, y), mesh)
 
     def order(epoch_key):
         return (
@@ -341,6 +362,8 @@ def fit(
         if opt_state is None
         else jax.tree_util.tree_map(jnp.array, opt_state)
     )
+    if mesh is not None:
+        params, opt_state = distributed.place((params, opt_state), mesh)
     history: dict[str, list[float]] = {k: [] for k in known}
     best_value, best_epoch, best_params, wait = None, None, None, 0
     bar = _progress(epochs, progress)
