@@ -489,6 +489,16 @@ class _Handler(BaseHTTPRequestHandler):
     def _json(self, status: int, payload: Mapping) -> None:
         self._send(status, json.dumps(payload).encode(), "application/json")
 
+    def _fail(self, error: Exception) -> None:
+        """Reply 500 with the error's text; a client already gone is not an error."""
+        self.close_connection = True
+        try:
+            self._json(
+                HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"{type(error).__name__}: {error}"}
+            )
+        except ConnectionError:
+            pass
+
     def _host_ok(self) -> bool:
         host = self.headers.get("Host", "")
         try:
@@ -512,8 +522,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(HTTPStatus.OK, self.server.session.info())
             else:
                 self._json(HTTPStatus.NOT_FOUND, {"error": f"path: no such page {path!r}"})
+        except ConnectionError:  # the page went away mid-reply: nothing to tell it
+            self.close_connection = True
         except Exception as e:  # a failed request must not stop the server
-            self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"{type(e).__name__}: {e}"})
+            self._fail(e)
 
     do_HEAD = do_GET
 
@@ -551,8 +563,10 @@ class _Handler(BaseHTTPRequestHandler):
             if e.status in (411, 413):
                 self.close_connection = True  # the unread body must not be parsed as a request
             self._json(e.status, {"error": str(e)})
+        except ConnectionError:  # the page went away mid-reply: nothing to tell it
+            self.close_connection = True
         except Exception as e:  # a failed request must not stop the server
-            self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"{type(e).__name__}: {e}"})
+            self._fail(e)
 
 
 def check_loopback(host: str) -> str:

@@ -326,8 +326,8 @@ async function main() {
   $("compare").addEventListener("change", () => {
     panels[0].node.style.display = $("compare").checked ? "" : "none";
   });
-  await Promise.all(panels.map((p) => p.reset()));
   await loadDataset();
+  await Promise.all(panels.map((p) => p.reset()));
   document.body.dataset.ready = "1";
 }
 
