@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -401,6 +402,12 @@ def test_a_failing_request_does_not_stop_the_server(server, monkeypatch):
     status, reply = post(server, "/api/dataset", {"name": "xor"})
     assert status == 500 and "disk on fire" in reply["error"]
     monkeypatch.undo()
+    assert post(server, "/api/dataset", {"name": "xor", "n": 4})[0] == 200
+
+
+def test_a_client_that_hangs_up_mid_request_does_not_stop_the_server(server):
+    with socket.create_connection(server.server_address[:2], timeout=10) as sock:
+        sock.sendall(b"POST /api/step HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{")
     assert post(server, "/api/dataset", {"name": "xor", "n": 4})[0] == 200
 
 

@@ -372,6 +372,17 @@ class Session:
 
     Every method takes a request body (a dict parsed from JSON), validates it and returns a
     reply dict, or raises :class:`RequestError` naming the bad field.
+
+    >>> session = Session()
+    >>> model = session.create({"model": "logistic", "optimizer": "sgd", "lr": 0.5})
+    >>> points = session.dataset({"name": "blobs", "n": 40})
+    >>> reply = session.step({"id": model["id"], **points, "steps": 10, "grid": 20})
+    >>> reply["steps_done"], len(reply["probs"]), reply["accuracy"] > 0.9
+    (10, 400, True)
+    >>> session.create({"model": "mlp", "width": 1000, "optimizer": "adam", "lr": 0.1})
+    Traceback (most recent call last):
+    ...
+    funcnn.playground.server.RequestError: width: must be in [1, 256], got 1000
     """
 
     def __init__(self, max_models: int = LIMITS["models"]):
@@ -507,10 +518,25 @@ class _Handler(BaseHTTPRequestHandler):
             name = ""
         if _is_loopback_name(name):
             return True
+        self.close_connection = True  # an unread body must not be parsed as a request
         self._json(HTTPStatus.FORBIDDEN, {"error": f"Host: only loopback names, got {host!r}"})
         return False
 
     def do_GET(self) -> None:  # noqa: N802
+        try:
+            self._get()
+        except ConnectionError:  # the page went away mid-reply: nothing to tell it
+            self.close_connection = True
+
+    def do_POST(self) -> None:  # noqa: N802
+        try:
+            self._post()
+        except ConnectionError:
+            self.close_connection = True
+
+    do_HEAD = do_GET
+
+    def _get(self) -> None:
         try:
             if not self._host_ok():
                 return
@@ -522,12 +548,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(HTTPStatus.OK, self.server.session.info())
             else:
                 self._json(HTTPStatus.NOT_FOUND, {"error": f"path: no such page {path!r}"})
-        except ConnectionError:  # the page went away mid-reply: nothing to tell it
-            self.close_connection = True
         except Exception as e:  # a failed request must not stop the server
             self._fail(e)
-
-    do_HEAD = do_GET
 
     def _body(self) -> dict:
         length = self.headers.get("Content-Length")
@@ -544,7 +566,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise RequestError(f"body: expected a JSON object, got {type(body).__name__}")
         return body
 
-    def do_POST(self) -> None:  # noqa: N802
+    def _post(self) -> None:
         routes = {
             "/api/model": self.server.session.create,
             "/api/step": self.server.session.step,
@@ -563,8 +585,6 @@ class _Handler(BaseHTTPRequestHandler):
             if e.status in (411, 413):
                 self.close_connection = True  # the unread body must not be parsed as a request
             self._json(e.status, {"error": str(e)})
-        except ConnectionError:  # the page went away mid-reply: nothing to tell it
-            self.close_connection = True
         except Exception as e:  # a failed request must not stop the server
             self._fail(e)
 
@@ -573,6 +593,13 @@ def check_loopback(host: str) -> str:
     """Return ``host`` as an address to bind if it is a loopback one, else raise ValueError.
 
     ``"localhost"`` becomes ``"127.0.0.1"``; ``127.0.0.0/8`` and ``::1`` are accepted.
+
+    >>> check_loopback("localhost"), check_loopback("[::1]")
+    ('127.0.0.1', '::1')
+    >>> check_loopback("0.0.0.0")
+    Traceback (most recent call last):
+    ...
+    ValueError: host: the playground listens on loopback only (127.0.0.1, ::1), got '0.0.0.0'
     """
     if not isinstance(host, str):
         raise TypeError(f"host: expected a string, got {host!r}")
