@@ -1,8 +1,11 @@
-"""Command line: ``python -m funcnn demo``.
+"""Command line: ``python -m funcnn demo`` and ``python -m funcnn playground``.
 
 ``demo`` is the lecture's 2-D demo: a logistic regression (a linear classifier) and a
 network with one tanh hidden layer trained on the two spirals, with their decision
 regions saved side by side.
+
+``playground`` serves the lecture's interactive page on a loopback address: click to add
+points, train a linear classifier and an MLP side by side, watch the decision regions.
 """
 
 from __future__ import annotations
@@ -88,9 +91,26 @@ def main(argv: list[str] | None = None) -> int:
     p_demo.add_argument("--out", default="funcnn-demo", help="output folder (default: %(default)s)")
     p_demo.add_argument("--quick", action="store_true", help="fewer epochs, for a smoke test")
     p_demo.add_argument("--seed", type=int, default=0)
+    p_play = sub.add_parser("playground", help="the interactive 2-D page, served on loopback")
+    p_play.add_argument("--port", type=int, default=8000, help="0: a free port (default: 8000)")
+    p_play.add_argument(
+        "--host", default="127.0.0.1", help="a loopback address (default: %(default)s)"
+    )
+    p_play.add_argument("--quiet", action="store_true", help="do not log every request")
     args = parser.parse_args(argv)
     if args.command == "demo":
         demo(args.out, quick=args.quick, seed=args.seed)
+    elif args.command == "playground":
+        from .playground import check_loopback, serve
+
+        try:
+            check_loopback(args.host)
+        except ValueError as e:
+            parser.error(str(e))
+        try:
+            serve(args.host, args.port, verbose=not args.quiet)
+        except OSError as e:
+            parser.exit(1, f"playground: cannot listen on {args.host}:{args.port}: {e}\n")
     return 0
 
 
