@@ -88,7 +88,8 @@ def softmax_cross_entropy(logits: Array, labels: Array) -> Array:
                 f"(logits without the class axis), got {labels.shape}"
             )
         if _concrete(labels) and labels.size:
-            lo, hi = int(np.min(labels)), int(np.max(labels))
+            values = np.asarray(labels)  # a plain array: np.min of a jax array would trace
+            lo, hi = int(values.min()), int(values.max())
             if lo < 0 or hi >= c:
                 raise ValueError(
                     f"softmax_cross_entropy: labels must be in [0, {c}) for {c} classes, "

@@ -108,3 +108,72 @@ def save(fig, path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+# ------------------------------------------------------------ pictures of the examples
+
+
+def curve_panels(
+    panels: Sequence[tuple[str, dict[str, Sequence[float]]]],
+    path,
+    *,
+    marks: Sequence[int | tuple[int, str] | None] | None = None,
+    mark_label: str = "early stopping",
+    xlabel: str = "epoch",
+    logy: bool = False,
+):
+    """Training curves in one row of panels, one panel per ``(title, {label: values})``.
+
+    ``marks[i]``, if given, is a 1-based epoch (or ``(epoch, label)``) drawn as a dashed
+    vertical line in panel ``i``, for example the epoch whose params early stopping keeps.
+    """
+    plt = require_matplotlib()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
+    marks = list(marks) if marks is not None else [None] * len(panels)
+    if len(marks) != len(panels):
+        raise ValueError(f"curve_panels: marks has {len(marks)} entries for {len(panels)} panels")
+    for ax, (title, lines), mark in zip(axes[0], panels, marks):
+        for label, values in lines.items():
+            ax.plot(np.arange(1, len(values) + 1), values, label=label)
+        if mark is not None:
+            epoch, label = mark if isinstance(mark, tuple) else (mark, mark_label)
+            ax.axvline(epoch, color="k", linestyle="--", linewidth=1, label=label)
+        ax.set_xlabel(xlabel)
+        if logy:
+            ax.set_yscale("log")
+        ax.set_title(title)
+        ax.legend(fontsize=8)
+    return save(fig, path)
+
+
+def loss_vs_steps_and_time(
+    runs: dict[str, tuple[Sequence[float], Sequence[float], Sequence[float]]],
+    path,
+    *,
+    title: str = "",
+    logy: bool = True,
+):
+    """Two panels: loss against optimizer steps and against wall-clock seconds.
+
+    ``runs`` maps a name to ``(steps, seconds, losses)``, three sequences of equal length.
+    """
+    plt = require_matplotlib()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, (steps, seconds, losses) in runs.items():
+        if not len(steps) == len(seconds) == len(losses):
+            raise ValueError(f"loss_vs_steps_and_time: {name!r} has sequences of unequal length")
+        left.plot(steps, losses, label=name)
+        right.plot(seconds, losses, label=name)
+    left.set_xlabel("steps")
+    right.set_xlabel("wall time (s)")
+    for ax in (left, right):
+        ax.set_ylabel("training loss")
+        if logy:
+            ax.set_yscale("log")
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return save(fig, path)
+
+
+__all__ += ["curve_panels", "loss_vs_steps_and_time"]

@@ -249,7 +249,8 @@ def fit(
       model: a :class:`~funcnn.core.Layer` (its ``loss`` / ``metric`` are the defaults) or an
         apply function.
       params: the initial params (not modified).
-      x, y: the training set; ``len(x) == len(y) > 0``.
+      x: the training inputs, ``(n, ...)`` with ``n > 0``.
+      y: the training targets, ``(n, ...)``: ``len(y) == len(x)``.
       loss: ``loss(outputs, targets)``; defaults to ``model.loss``.
       optimizer: an optax optimizer; defaults to ``optax.adam(1e-3)``.
       epochs: the number of passes over the data.

@@ -91,3 +91,11 @@ def test_accuracy_multiclass_binary_and_one_hot():
     assert float(losses.accuracy(logits, labels)) == 0.75
     assert float(losses.accuracy(logits[:, None], labels)) == 0.75
     assert float(losses.accuracy(1 / (1 + np.exp(-logits)), labels, threshold=0.5)) == 0.75
+
+
+def test_softmax_cross_entropy_with_labels_captured_by_jit():
+    labels = np.array([0, 2, 1])
+    f = jax.jit(lambda z: losses.softmax_cross_entropy(z, labels))
+    z = rng.normal(size=(3, 3))
+    expected = -np.mean(_log_softmax(z)[np.arange(3), labels])
+    np.testing.assert_allclose(f(z), expected, rtol=1e-5)
