@@ -403,9 +403,10 @@ def fit(
     """Train ``model`` on ``(x, y)`` with minibatch gradient descent.
 
     Each epoch shuffles the ``n`` examples (from ``key``; the same key gives bit-identical
-    results) and takes ``⌈n / batch_size⌉`` steps ``θ ← update(θ, ∇L_batch(θ))``. Epoch
-    ``e`` shuffles with ``fold_in(key, e)`` and its step ``s`` draws dropout from
-    ``fold_in(fold_in(key, e), s + 1)``, so a run resumed at ``(e, s)`` continues exactly.
+    results) and takes ``⌈n / batch_size⌉`` steps ``θ ← update(θ, ∇L_batch(θ))``. With
+    ``k_e = fold_in(key, e)``, epoch ``e`` visits the examples in the order
+    ``permutation(fold_in(k_e, 0), n)`` and its step ``s`` draws dropout from
+    ``fold_in(k_e, s + 1)``, so a run resumed at ``(e, s)`` continues exactly.
     The history's training loss and metrics are each epoch's means over its examples.
 
     Reliability:
