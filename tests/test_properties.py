@@ -15,7 +15,7 @@ from reliability_support import all_finite, assert_trees_identical
 
 from funcnn import checkpoint, core, layers
 
-SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 ACTIVATIONS = [
     layers.Tanh,

@@ -36,15 +36,21 @@ from funcnn import data, models
 from funcnn.train import fit
 
 EPOCHS = 60
+MODEL = models.mlp([8, 2], "tanh", dropout=0.1)
+PARAMS = MODEL.init(jax.random.key(0), (-1, 2))[1]
+OPTIMIZER = optax.adam(0.01)
+# what a checkpoint of this run holds
+TEMPLATE = {
+    "params": PARAMS, "opt_state": OPTIMIZER.init(PARAMS), "key": jax.random.key(3),
+    "best_params": PARAMS,
+}
 
 
 def run(folder, resume, callback=None):
     x, y = data.moons(96, key=0)
     (x, y), val = data.train_val_split(x, y, 0.25, key=1)
-    model = models.mlp([8, 2], "tanh", dropout=0.1)
-    _, params = model.init(jax.random.key(0), (-1, 2))
     return fit(
-        model, params, x, y, optimizer=optax.adam(0.01), epochs=EPOCHS, batch_size=8, key=3,
+        MODEL, PARAMS, x, y, optimizer=OPTIMIZER, epochs=EPOCHS, batch_size=8, key=3,
         validation_data=val, patience=10_000, checkpoint_dir=folder, checkpoint_every=4,
         resume=resume, callback=callback, progress=False,
     )
@@ -108,6 +114,7 @@ def test_killed_three_times_then_resumed_is_bit_identical(tmp_path):
             proc.stdout.close()
         assert proc.returncode == -signal.SIGKILL, "the run ended before it was killed"
         latest = _latest(folder)
+        checkpoint.load(latest, like=module.TEMPLATE)
         meta = checkpoint.load_meta(latest)
         assert meta["epoch"] * 9 + meta["step"] == int(latest.stem[5:])  # 9 steps an epoch
         assert 0 < meta["epoch"] < module.EPOCHS
