@@ -18,6 +18,7 @@ arrays, so a checkpoint from a stranger cannot execute code.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -126,24 +127,16 @@ def save(path: str | os.PathLike, tree: Any, *, meta: Mapping[str, Any] | None =
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        with _ignore_oserror():
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
     _fsync_folder(folder)
     return path
 
 
-class _ignore_oserror:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, value, tb):
-        return kind is not None and issubclass(kind, OSError)
-
-
 def _fsync_folder(folder: Path) -> None:
     """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
-    with _ignore_oserror():
+    with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -282,6 +275,12 @@ def load(path: str | os.PathLike, like: Any = None) -> Any:
 
 
 def load_meta(path: str | os.PathLike) -> dict[str, Any]:
-    """The ``meta`` mapping given to :func:`save` (``{}`` if none), from ``path``."""
+    """The ``meta`` mapping given to :func:`save` (``{}`` if none), from ``path``.
+
+    >>> import tempfile, os
+    >>> f = os.path.join(tempfile.mkdtemp(), "m.npz")
+    >>> load_meta(save(f, {}, meta={"epoch": 3}))
+    {'epoch': 3}
+    """
     _, header = _read(path, "checkpoint.load_meta")
     return header.get("meta", {})

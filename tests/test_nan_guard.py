@@ -149,3 +149,29 @@ def test_guard_works_with_jit_disabled():
     with jax.disable_jit(), pytest.raises(NonFiniteError, match=f"epoch 0, step {step}") as info:
         fit(MODEL, _params(), x, y, optimizer=optax.sgd(1e6), epochs=1, batch_size=BATCH, scan=True)
     assert all_finite(info.value.params)
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_a_finite_run_is_plain_minibatch_sgd(scan):
+    """The guard changes nothing while every step is finite: fit equals SGD written by hand."""
+    x, y = _data()
+    key, lr = jax.random.key(0), 0.05
+    grad = jax.jit(jax.value_and_grad(lambda p, xb, yb: losses.mse(MODEL.apply(p, xb), yb)))
+    params, history = _params(), []
+    for epoch in range(2):
+        order = jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, epoch), 0), N)
+        batch_losses = []
+        for s in range(N // BATCH):
+            idx = np.asarray(order)[s * BATCH : (s + 1) * BATCH]
+            value, g = grad(params, x[idx], y[idx])
+            params = jax.tree_util.tree_map(lambda p, d: p - lr * d, params, g)
+            batch_losses.append(float(value))
+        history.append(np.mean(batch_losses))
+    result = fit(
+        MODEL, _params(), x, y, optimizer=optax.sgd(lr), epochs=2, batch_size=BATCH, scan=scan
+    )
+    for got, want in zip(
+        jax.tree_util.tree_leaves(result.params), jax.tree_util.tree_leaves(params)
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(result.history["loss"], history, rtol=1e-5)
