@@ -14,9 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from reliability_support import assert_trees_identical
 
 from funcnn import checkpoint
+from tests.reliability_support import assert_trees_identical
 
 
 def _tree():

@@ -9,10 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from reliability_support import all_finite, use_compile_cache
 
 from funcnn import losses, models
 from funcnn.train import NonFiniteError, fit
+from tests.reliability_support import all_finite, use_compile_cache
 
 use_compile_cache()
 

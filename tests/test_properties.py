@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reliability_support import all_finite, assert_trees_identical
 
 from funcnn import checkpoint, core, layers
+from tests.reliability_support import all_finite, assert_trees_identical
 
 SETTINGS = settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
