@@ -508,6 +508,8 @@ def fit(
         raise ValueError(f"fit: on_nonfinite must be one of {_GUARDS}, got {on_nonfinite!r}")
     if checkpoint_dir is not None:
         checkpoint_dir = checkpoint._check_path(checkpoint_dir, "fit: checkpoint_dir")
+        if checkpoint_dir.exists() and not checkpoint_dir.is_dir():
+            raise ValueError(f"fit: checkpoint_dir {str(checkpoint_dir)!r} is not a folder")
     elif resume or checkpoint_every is not None:
         raise ValueError("fit: resume and checkpoint_every need a checkpoint_dir")
     checkpoint_every = _positive_int(checkpoint_every, "checkpoint_every", allow_none=True)

@@ -261,6 +261,12 @@ CASES = [
         "fit: keep_checkpoints",
     ),
     ("fit_dir_type", lambda: _fit(checkpoint_dir=3), TypeError, "fit: checkpoint_dir"),
+    (
+        "fit_dir_is_file",
+        lambda: _fit(checkpoint_dir="ck.npz"),
+        ValueError,
+        "'ck.npz' is not a folder",
+    ),
     ("fit_resume_type", lambda: _fit(checkpoint_dir="run", resume="yes"), TypeError, "fit: resume"),
     (
         "train_step_optimizer",
