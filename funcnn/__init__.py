@@ -5,7 +5,7 @@ gradients come from ``jax.grad``, optimizers from optax, and ``jax.jit`` compile
 training steps and epochs.
 """
 
-from . import core, data, functional, initializers, layers, losses, models, train
+from . import checkpoint, core, data, functional, initializers, layers, losses, models, train
 from .core import Layer, fanin_concat, fanin_sum, fanout, named, parallel, residual, serial
 from .layers import (
     Dense,
@@ -19,7 +19,7 @@ from .layers import (
     Softmax,
     Tanh,
 )
-from .train import FitResult, evaluate, fit, train_step
+from .train import FitResult, NonFiniteError, evaluate, fit, train_step
 
 __version__ = "0.1.0"
 
@@ -54,4 +54,6 @@ __all__ = [
     "evaluate",
     "train_step",
     "FitResult",
+    "checkpoint",
+    "NonFiniteError",
 ]

@@ -234,6 +234,11 @@ def parallel(*layers: Layer) -> Layer:
 
     def init(key, input_shape):
         _check_tuple(input_shape, "input shapes")
+        if not all(isinstance(s, (tuple, list)) for s in input_shape):
+            raise ValueError(
+                f"parallel: input_shape must be a tuple of {len(layers)} input shapes, one "
+                f"per branch, got {input_shape!r:.80}"
+            )
         shapes, params = [], {}
         for i, (name, layer, s) in enumerate(zip(names, layers, input_shape)):
             with layer_scope(name):

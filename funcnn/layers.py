@@ -71,6 +71,9 @@ def Dense(
         return shape[:-1] + (out,), params
 
     def apply(params, x, *, key=None, train=False):
+        if not isinstance(params, dict) or "w" not in params:
+            got = sorted(params) if isinstance(params, dict) else type(params).__name__
+            raise ValueError(f"{who}: params must be a dict with 'w' (and 'b'), got {got}")
         w = params["w"]
         if jnp.ndim(x) < 1 or jnp.shape(x)[-1] != w.shape[0]:
             raise ValueError(

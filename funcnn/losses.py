@@ -25,14 +25,17 @@ def _concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
-def _binary_shapes(outputs: Array, labels: Array, who: str) -> tuple[Array, Array]:
+def _binary_shapes(
+    outputs: Array, labels: Array, who: str, names: tuple[str, str] = ("outputs", "labels")
+) -> tuple[Array, Array]:
     outputs, labels = jnp.asarray(outputs), jnp.asarray(labels)
     if outputs.shape == labels.shape + (1,):
         outputs = outputs[..., 0]
     if outputs.shape != labels.shape:
+        out, lab = names
         raise ValueError(
-            f"{who}: outputs of shape {outputs.shape} do not match labels of shape "
-            f"{labels.shape}; expected equal shapes, or outputs with one extra axis of size 1"
+            f"{who}: {out} of shape {outputs.shape} do not match {lab} of shape "
+            f"{labels.shape}; expected equal shapes, or {out} with one extra axis of size 1"
         )
     return outputs, labels
 
@@ -44,7 +47,7 @@ def mse(predictions: Array, targets: Array) -> Array:
     equal (broadcasting ``(n, 1)`` against ``(n,)`` is a classic silent bug), except that
     predictions of shape ``(n, 1)`` are accepted for targets of shape ``(n,)``.
     """
-    predictions, targets = _binary_shapes(predictions, targets, "mse")
+    predictions, targets = _binary_shapes(predictions, targets, "mse", ("predictions", "targets"))
     return jnp.mean(optax.losses.squared_error(predictions, targets))
 
 
@@ -54,7 +57,7 @@ def binary_cross_entropy(logits: Array, labels: Array) -> Array:
     ``L = −(1/n) Σ [ỹ log σ(z) + (1 − ỹ) log(1 − σ(z))]``, computed as
     ``−ỹ log σ(z) − (1 − ỹ) log σ(−z)`` so that it stays finite for any finite logit.
     """
-    logits, labels = _binary_shapes(logits, labels, "binary_cross_entropy")
+    logits, labels = _binary_shapes(logits, labels, "binary_cross_entropy", ("logits", "labels"))
     labels = labels.astype(logits.dtype)
     return jnp.mean(optax.losses.sigmoid_binary_cross_entropy(logits, labels))
 
@@ -65,7 +68,9 @@ def binary_cross_entropy_from_probs(probs: Array, labels: Array, eps: float = 1e
     ``L = −(1/n) Σ [ỹ log y + (1 − ỹ) log(1 − y)]``. Prefer :func:`binary_cross_entropy`
     on logits: it needs no clipping.
     """
-    probs, labels = _binary_shapes(probs, labels, "binary_cross_entropy_from_probs")
+    probs, labels = _binary_shapes(
+        probs, labels, "binary_cross_entropy_from_probs", ("probs", "labels")
+    )
     p = jnp.clip(probs, eps, 1.0 - eps)
     labels = labels.astype(p.dtype)
     return -jnp.mean(labels * jnp.log(p) + (1.0 - labels) * jnp.log1p(-p))

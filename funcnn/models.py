@@ -42,7 +42,7 @@ HEADS = {
 def with_head(net: Layer, head: str) -> Layer:
     """Attach a head's ``loss``, ``metric`` and ``predict`` to a network returning logits."""
     if head not in HEADS:
-        raise ValueError(f"head must be one of {sorted(HEADS)}, got {head!r}")
+        raise ValueError(f"with_head: head must be one of {sorted(HEADS)}, got {head!r}")
     loss, metric, activation = HEADS[head]
 
     def predict(params, x):

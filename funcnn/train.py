@@ -17,8 +17,11 @@ This module knows models only through their ``apply`` function (and, if present,
 from __future__ import annotations
 
 import math
+import os
 import sys
+import warnings
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -26,9 +29,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from . import checkpoint
 from .data import as_key, check_xy
 
-__all__ = ["train_step", "evaluate", "fit", "FitResult"]
+__all__ = ["train_step", "evaluate", "fit", "FitResult", "NonFiniteError"]
 
 Metrics = Mapping[str, Callable[[jax.Array, jax.Array], jax.Array]]
 
@@ -55,19 +59,62 @@ def _apply_fn(model) -> Callable:
     return apply
 
 
-def _make_step(apply: Callable, loss: Callable, optimizer, metrics: Metrics) -> Callable:
-    def step(params, opt_state, x, y, key):
+class NonFiniteError(FloatingPointError):
+    """:func:`fit` met a non-finite loss, gradient or updated params.
+
+    ``epoch`` and ``step`` (both counted from 0) locate the first bad step; ``params`` and
+    ``opt_state`` are the last finite ones, from just before that step.
+    """
+
+    def __init__(self, message: str, *, epoch: int, step: int, params: Any, opt_state: Any):
+        super().__init__(message)
+        self.epoch, self.step, self.params, self.opt_state = epoch, step, params, opt_state
+
+
+_GUARDS = ("raise", "skip", "ignore")
+
+
+def _all_finite(*trees) -> jax.Array:
+    """``True`` when every inexact leaf of every tree is finite."""
+    flags = [
+        jnp.all(jnp.isfinite(leaf))
+        for leaf in jax.tree_util.tree_leaves(trees)
+        if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
+    ]
+    return jnp.all(jnp.stack(flags)) if flags else jnp.asarray(True)
+
+
+def _make_step(
+    apply: Callable, loss: Callable, optimizer, metrics: Metrics, guard: str = "ignore"
+) -> Callable:
+    """``step(params, opt_state, x, y, key, live) -> (params, opt_state, logs, finite, live)``.
+
+    With a guard, the update is applied only when ``finite`` (loss, gradients and new
+    params all finite) and ``live``; ``"raise"`` makes ``live`` sticky, so after the first
+    bad step the params stay the last finite ones.
+    """
+
+    def step(params, opt_state, x, y, key, live=True):
         def objective(p):
             out = apply(p, x, key=key, train=True)
             return loss(out, y), out
 
         (value, out), grads = jax.value_and_grad(objective, has_aux=True)(params)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
+        updates, new_opt_state = optimizer.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
         logs = {"loss": value}
         for name, fn in metrics.items():
             logs[name] = fn(jax.lax.stop_gradient(out), y)
-        return params, opt_state, logs
+        if guard == "ignore":
+            return new_params, new_opt_state, logs, jnp.asarray(True), live
+        finite = _all_finite(value, grads, new_params)
+        take = finite & live
+
+        def keep(new, old):
+            return jax.tree_util.tree_map(lambda a, b: jnp.where(take, a, b), new, old)
+
+        live = take if guard == "raise" else live
+        return keep(new_params, params), keep(new_opt_state, opt_state), logs, finite, live
 
     return step
 
@@ -117,7 +164,7 @@ def train_step(
 
     def step(params, opt_state, batch, key=None):
         x, y = batch
-        return inner(params, opt_state, x, y, key)
+        return inner(params, opt_state, x, y, key)[:3]
 
     if mesh is not None:
         from . import distributed
@@ -204,7 +251,7 @@ def _improved(value: float, best: float | None, mode: str, min_delta: float) -> 
     return value < best - min_delta if mode == "min" else value > best + min_delta
 
 
-def _progress(epochs: int, progress: bool | None):
+def _progress(epochs: int, progress: bool | None, initial: int = 0):
     if progress is None:
         progress = sys.stderr.isatty()
     if not progress:
@@ -213,7 +260,123 @@ def _progress(epochs: int, progress: bool | None):
         from tqdm.auto import tqdm
     except ImportError:  # tqdm is an optional extra
         return None
-    return tqdm(total=epochs, unit="epoch", leave=True)
+    return tqdm(total=epochs, initial=initial, unit="epoch", leave=True)
+
+
+def _epoch_means(sizes: list[int], finite: list[bool], logs: dict[str, list[float]]):
+    """``Σ_i n_i l_i / Σ_i n_i`` over the epoch's finite steps ``i`` (``n_i`` their batch sizes).
+
+    NaN when no step counted (every step skipped as non-finite).
+    """
+    ok = np.asarray(finite, bool)
+    w = np.asarray(sizes, np.float64) * ok
+    total = w.sum()
+    return {
+        k: float(np.sum(w * np.where(ok, np.asarray(v, np.float64), 0.0)) / total)
+        if total > 0
+        else math.nan
+        for k, v in logs.items()
+    }
+
+
+class _State:
+    """Everything a run needs to continue exactly: what a checkpoint holds.
+
+    ``epoch`` / ``step`` are the position of the next step; ``sizes``, ``finite`` and
+    ``logs`` record the steps already taken in the current epoch.
+    """
+
+    def __init__(self, params, opt_state, key, history: dict[str, list[float]]):
+        self.params, self.opt_state, self.key, self.history = params, opt_state, key, history
+        self.epoch = self.step = self.wait = self.epochs_run = 0
+        self.best_value: float | None = None
+        self.best_epoch: int | None = None
+        self.best_params = None
+        self.stopped = False
+        self.new_epoch()
+
+    def new_epoch(self) -> None:
+        self.sizes: list[int] = []
+        self.finite: list[bool] = []
+        self.logs: dict[str, list[float]] = {}
+
+    def record(self, sizes, finite, logs: dict[str, Any]) -> None:
+        self.sizes += [int(v) for v in sizes]
+        self.finite += [bool(v) for v in finite]
+        for k, v in logs.items():
+            self.logs.setdefault(k, []).extend(float(u) for u in np.ravel(v))
+
+    _META = ("epoch", "step", "wait", "epochs_run", "best_value", "best_epoch", "stopped")
+    _META += ("history", "sizes", "finite", "logs")
+
+    def tree(self) -> dict[str, Any]:
+        tree = {"params": self.params, "opt_state": self.opt_state, "key": self.key}
+        if self.best_params is not None:
+            tree["best_params"] = self.best_params
+        return tree
+
+    def meta(self, config: dict) -> dict[str, Any]:
+        meta = {name: getattr(self, name) for name in self._META}
+        return {**meta, "config": config, "has_best_params": self.best_params is not None}
+
+    def restore(self, tree: dict[str, Any], meta: dict[str, Any]) -> None:
+        for name in self._META:
+            setattr(self, name, meta[name])
+        self.params, self.opt_state, self.key = tree["params"], tree["opt_state"], tree["key"]
+        self.best_params = tree.get("best_params")
+
+
+class _Checkpoints:
+    """A run's checkpoint folder: ``step_<g>.npz`` after ``g`` steps (the last ``keep``)
+    and ``best.npz``, the state after the best epoch by the monitored quantity."""
+
+    def __init__(self, folder: Path, keep: int, config: dict):
+        self.folder, self.keep, self.config = folder, keep, config
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob(".*.npz.*.tmp"):  # left by a run killed mid-write
+            stale.unlink(missing_ok=True)
+
+    def steps(self) -> list[tuple[int, Path]]:
+        found = [(f.stem[5:], f) for f in self.folder.glob("step_*.npz")]
+        return sorted((int(g), f) for g, f in found if g.isdigit())
+
+    def save(self, g: int, state: _State) -> None:
+        path = self.folder / f"step_{g:010d}.npz"
+        checkpoint.save(path, state.tree(), meta=state.meta(self.config))
+        for _, old in self.steps()[: -self.keep]:
+            old.unlink(missing_ok=True)
+
+    def save_best(self, state: _State) -> None:
+        checkpoint.save(self.folder / "best.npz", state.tree(), meta=state.meta(self.config))
+
+    def restore(self, state: _State) -> bool:
+        """Load the newest readable checkpoint into ``state``; False if there is none."""
+        where = f"fit: checkpoint_dir {str(self.folder)!r}"
+        for _, path in reversed(self.steps()):
+            try:
+                meta = checkpoint.load_meta(path)
+            except ValueError as err:
+                warnings.warn(f"{where}: skipping an unreadable checkpoint: {err}", stacklevel=3)
+                continue
+            for name in ("n", "batch_size", "shuffle"):
+                if meta["config"][name] != self.config[name]:
+                    raise ValueError(
+                        f"{where}: the saved run has {name}={meta['config'][name]!r}, this call "
+                        f"{name}={self.config[name]!r}; resume with the same settings"
+                    )
+            if set(meta["history"]) != set(state.history):
+                raise ValueError(
+                    f"{where}: the saved run recorded {sorted(meta['history'])}, this call "
+                    f"records {sorted(state.history)}; pass the same metrics and validation_data"
+                )
+            like = state.tree()
+            if meta["has_best_params"]:
+                like["best_params"] = state.params
+            state.restore(checkpoint.load(path, like=like), meta)
+            return True
+        if self.steps():
+            raise ValueError(f"{where}: no readable checkpoint to resume from")
+        return False
 
 
 def fit(
@@ -239,11 +402,36 @@ def fit(
     callback: Callable[[int, dict[str, float]], Any] | None = None,
     opt_state: Any = None,
     mesh: Any = None,
+    on_nonfinite: str = "raise",
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    keep_checkpoints: int = 3,
+    resume: bool = False,
 ) -> FitResult:
     """Train ``model`` on ``(x, y)`` with minibatch gradient descent.
 
     Each epoch shuffles the ``n`` examples (from ``key``; the same key gives bit-identical
-    results) and takes ``⌈n / batch_size⌉`` steps ``θ ← update(θ, ∇L_batch(θ))``.
+    results) and takes ``⌈n / batch_size⌉`` steps ``θ ← update(θ, ∇L_batch(θ))``. With
+    ``k_e = fold_in(key, e)``, epoch ``e`` visits the examples in the order
+    ``permutation(fold_in(k_e, 0), n)`` and its step ``s`` draws dropout from
+    ``fold_in(k_e, s + 1)``, so a run resumed at ``(e, s)`` continues exactly.
+    The history's training loss and metrics are each epoch's means over its examples.
+
+    Reliability:
+
+    * **Non-finite guard.** A step whose loss, gradients or updated params are not all
+      finite is not applied. ``on_nonfinite="raise"`` (default) then stops with a
+      :class:`NonFiniteError` naming the epoch and step, carrying the last finite params;
+      ``"skip"`` drops the step (and warns); ``"ignore"`` applies every update unchecked.
+      The check runs inside the compiled step; the host looks at the flags once per epoch
+      (and at each checkpoint).
+    * **Checkpoints.** With ``checkpoint_dir``, the whole run state (params, optimizer
+      state, key, epoch and step, history, early-stopping state) is saved atomically after
+      every ``checkpoint_every`` steps (default: every epoch) and at the end, keeping the
+      last ``keep_checkpoints`` as ``step_<g>.npz`` and the best epoch as ``best.npz``.
+      ``resume=True`` continues from the newest one (or starts afresh in an empty
+      folder); a run killed at any point and resumed ends bit-identical to an
+      uninterrupted one.
 
     Args:
       model: a :class:`~funcnn.core.Layer` (its ``loss`` / ``metric`` are the defaults) or an
@@ -274,9 +462,29 @@ def fit(
         over its ``"data"`` axis, params and optimizer state replicated (or kept as placed
         by :func:`funcnn.distributed.shard_params`); ``batch_size`` and the last batch must
         divide by the axis size. See :mod:`funcnn.distributed`.
+      on_nonfinite: ``"raise"``, ``"skip"`` or ``"ignore"`` (see above).
+      checkpoint_dir: a folder for the run's checkpoints (created if missing).
+      checkpoint_every: save after every this many optimizer steps (counted over the
+        whole run), and at every epoch end that falls on such a step; ``None``: after
+        every epoch.
+      keep_checkpoints: how many of the newest step checkpoints to keep.
+      resume: continue the run saved in ``checkpoint_dir``; its key, position and state
+        replace ``key``, ``params`` and ``opt_state`` (which serve as the template).
 
     Returns:
       a :class:`FitResult` ``(params, opt_state, history, best_epoch, epochs_run)``.
+
+    Raises:
+      NonFiniteError: with ``on_nonfinite="raise"``, at the first non-finite step.
+
+    >>> import jax, optax
+    >>> from funcnn import data, models
+    >>> x, y = data.xor(64)
+    >>> model = models.mlp([8, 2])
+    >>> _, params = model.init(jax.random.key(0), (-1, 2))
+    >>> result = fit(model, params, x, y, optimizer=optax.adam(0.05), epochs=3, batch_size=16)
+    >>> result.epochs_run, len(result.history["loss"])
+    (3, 3)
     """
     apply = _apply_fn(model)
     x, y = check_xy(x, y, "fit")
@@ -309,10 +517,23 @@ def fit(
         raise ValueError(f"fit: monitor must be one of {known}, got {monitor!r}")
     mode = "min" if monitor.endswith("loss") else "max"
     restore_best = patience is not None if restore_best is None else restore_best
+    if on_nonfinite not in _GUARDS:
+        raise ValueError(f"fit: on_nonfinite must be one of {_GUARDS}, got {on_nonfinite!r}")
+    if checkpoint_dir is not None:
+        checkpoint_dir = checkpoint._check_path(checkpoint_dir, "fit: checkpoint_dir")
+        if checkpoint_dir.exists() and not checkpoint_dir.is_dir():
+            raise ValueError(f"fit: checkpoint_dir {str(checkpoint_dir)!r} is not a folder")
+    elif resume or checkpoint_every is not None:
+        raise ValueError("fit: resume and checkpoint_every need a checkpoint_dir")
+    checkpoint_every = _positive_int(checkpoint_every, "checkpoint_every", allow_none=True)
+    keep_checkpoints = _positive_int(keep_checkpoints, "keep_checkpoints")
+    if not isinstance(resume, bool):
+        raise TypeError(f"fit: resume must be a bool, got {resume!r}")
     _check_labels(apply, loss, params, x, y)
 
-    step = _make_step(apply, loss, optimizer, metrics)
+    step = _make_step(apply, loss, optimizer, metrics, on_nonfinite)
     n_full, rem = divmod(n, batch_size)
+    n_steps = n_full + (rem > 0)
     x_dev, y_dev = jnp.asarray(x), jnp.asarray(y)
     if mesh is not None:
         from . import distributed
@@ -335,27 +556,59 @@ def fit(
     def indices(epoch_key):
         return order(epoch_key)
 
-    loop_step = jax.jit(
-        lambda p, o, xs, ys, idx, k: step(p, o, xs[idx], ys[idx], k), donate_argnums=(0, 1)
-    )
+    def loop_step(params, opt_state, live, xs, ys, perm, s, epoch_key, *, size):
+        idx = jax.lax.dynamic_slice_in_dim(perm, s * batch_size, size)
+        key = jax.random.fold_in(epoch_key, s + 1)
+        return step(params, opt_state, xs[idx], ys[idx], key, live)
 
-    def scan_epoch(params, opt_state, xs, ys, epoch_key):
-        perm = order(epoch_key)
-        idx = perm[: n_full * batch_size].reshape(n_full, batch_size)
+    loop_step = jax.jit(loop_step, static_argnames="size", donate_argnums=(0, 1))
+
+    def scan_steps(params, opt_state, xs, ys, perm, first, epoch_key, *, length):
+        idx = jax.lax.dynamic_slice_in_dim(perm, first * batch_size, length * batch_size)
 
         def body(carry, inp):
-            p, o = carry
+            p, o, live = carry
             i, s = inp
-            p, o, logs = step(p, o, xs[i], ys[i], jax.random.fold_in(epoch_key, s + 1))
-            return (p, o), logs
+            key = jax.random.fold_in(epoch_key, s + 1)
+            p, o, logs, finite, live = step(p, o, xs[i], ys[i], key, live)
+            return (p, o, live), (logs, finite)
 
-        (params, opt_state), logs = jax.lax.scan(
-            body, (params, opt_state), (idx, jnp.arange(n_full))
+        (params, opt_state, _), (logs, finite) = jax.lax.scan(
+            body,
+            (params, opt_state, jnp.asarray(True)),
+            (idx.reshape(length, batch_size), first + jnp.arange(length)),
         )
-        return params, opt_state, logs, perm
+        return params, opt_state, logs, finite
 
-    scan_epoch = jax.jit(scan_epoch, donate_argnums=(0, 1))
+    scan_steps = jax.jit(scan_steps, static_argnames="length", donate_argnums=(0, 1))
     eval_fn = _eval_fn(apply, loss, metrics) if validation_data is not None else None
+
+    def run_steps(params, opt_state, perm, epoch_key, first, stop):
+        """Steps ``first .. stop - 1`` of an epoch: one scan, or one jitted call each."""
+        if scan and stop <= n_full:
+            params, opt_state, logs, finite = scan_steps(
+                params, opt_state, x_dev, y_dev, perm, first, epoch_key, length=stop - first
+            )
+            return params, opt_state, [batch_size] * (stop - first), finite, logs
+        sizes, flags, step_logs, live = [], [], [], jnp.asarray(True)
+        for s in range(first, stop):
+            size = min(batch_size, n - s * batch_size)
+            params, opt_state, logs, finite, live = loop_step(
+                params, opt_state, live, x_dev, y_dev, perm, s, epoch_key, size=size
+            )
+            sizes.append(size)
+            flags.append(finite)
+            step_logs.append(logs)
+        logs = {k: [v[k] for v in step_logs] for k in step_logs[0]}
+        return params, opt_state, sizes, flags, logs
+
+    def segment_end(epoch: int, first: int) -> int:
+        """Where the steps run from ``first`` stop: epoch end, scan end, or a checkpoint."""
+        stop = n_full if scan and first < n_full else n_steps
+        if runs is not None and checkpoint_every is not None:
+            done = epoch * n_steps + first
+            stop = min(stop, (done // checkpoint_every + 1) * checkpoint_every - epoch * n_steps)
+        return stop
 
     params = jax.tree_util.tree_map(jnp.array, params)  # our own copy: buffers get donated
     opt_state = (
@@ -365,52 +618,86 @@ def fit(
     )
     if mesh is not None:
         params, opt_state = distributed.place((params, opt_state), mesh)
-    history: dict[str, list[float]] = {k: [] for k in known}
-    best_value, best_epoch, best_params, wait = None, None, None, 0
-    bar = _progress(epochs, progress)
-    epoch = 0
+    st = _State(params, opt_state, key, {k: [] for k in known})
+    runs = None
+    if checkpoint_dir is not None:
+        config = {"n": n, "batch_size": batch_size, "shuffle": bool(shuffle)}
+        runs = _Checkpoints(checkpoint_dir, keep_checkpoints, config)
+        if resume:
+            runs.restore(st)
+        elif runs.steps():
+            raise ValueError(
+                f"fit: checkpoint_dir {str(checkpoint_dir)!r} already holds checkpoints; pass "
+                "resume=True to continue that run, or give an empty folder"
+            )
+    bar = _progress(epochs, progress, min(st.epochs_run, epochs))
     try:
-        for epoch in range(epochs):
-            epoch_key = jax.random.fold_in(key, epoch)
-            chunks = []
-            if scan and n_full > 0:
-                params, opt_state, logs, perm = scan_epoch(
-                    params, opt_state, x_dev, y_dev, epoch_key
+        while st.epoch < epochs and not st.stopped:
+            epoch = st.epoch
+            epoch_key = jax.random.fold_in(st.key, epoch)
+            perm = indices(epoch_key)
+            while st.step < n_steps:
+                stop = segment_end(epoch, st.step)
+                params, opt_state, sizes, finite, logs = run_steps(
+                    st.params, st.opt_state, perm, epoch_key, st.step, stop
                 )
-                chunks.append((n_full * batch_size, {k: jnp.mean(v) for k, v in logs.items()}))
-                first = n_full
-            else:
-                perm = indices(epoch_key)
-                first = 0
-            for s in range(first, n_full + (rem > 0)):
-                idx = perm[s * batch_size : (s + 1) * batch_size]
-                params, opt_state, logs = loop_step(
-                    params, opt_state, x_dev, y_dev, idx, jax.random.fold_in(epoch_key, s + 1)
+                finite = np.asarray(finite, bool)
+                if on_nonfinite == "raise" and not finite.all():
+                    bad = st.step + int(np.argmin(finite))
+                    raise NonFiniteError(
+                        f"fit: non-finite loss, gradient or params at epoch {epoch}, step {bad} "
+                        f"(counted from 0); the update was not applied. Lower the learning "
+                        f"rate, check the data, or pass on_nonfinite='skip'",
+                        epoch=epoch,
+                        step=bad,
+                        params=params,
+                        opt_state=opt_state,
+                    )
+                st.params, st.opt_state, st.step = params, opt_state, stop
+                st.record(sizes, finite, {k: np.asarray(v) for k, v in logs.items()})
+                done = epoch * n_steps + stop
+                if runs is not None and checkpoint_every and stop < n_steps:
+                    if done % checkpoint_every == 0:
+                        runs.save(done, st)
+            skipped = st.finite.count(False)
+            if skipped and on_nonfinite == "skip":
+                warnings.warn(
+                    f"fit: skipped {skipped} non-finite steps in epoch {epoch}", stacklevel=2
                 )
-                chunks.append((len(idx), logs))
-            epoch_logs = _weighted_mean(chunks)
+            epoch_logs = _epoch_means(st.sizes, st.finite, st.logs)
+            params = st.params
             if eval_fn is not None:
                 val = evaluate(apply, params, x_val, y_val, loss=loss, metrics=metrics, _fn=eval_fn)
                 epoch_logs.update({f"val_{k}": v for k, v in val.items()})
             for k in known:
-                history[k].append(epoch_logs[k])
+                st.history[k].append(epoch_logs[k])
+            st.epoch, st.step, st.epochs_run = epoch + 1, 0, epoch + 1
+            st.new_epoch()
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in epoch_logs.items()})
             if callback is not None:
                 callback(epoch, epoch_logs)
             value = epoch_logs[monitor]
-            if math.isfinite(value) and _improved(value, best_value, mode, min_delta):
-                best_value, best_epoch, wait = value, epoch, 0
+            improved = math.isfinite(value) and _improved(value, st.best_value, mode, min_delta)
+            if improved:
+                st.best_value, st.best_epoch, st.wait = value, epoch, 0
                 if restore_best:
-                    best_params = jax.tree_util.tree_map(jnp.copy, params)
+                    st.best_params = jax.tree_util.tree_map(jnp.copy, params)
             else:
-                wait += 1
-                if patience is not None and wait >= patience:
-                    break
+                st.wait += 1
+                st.stopped = patience is not None and st.wait >= patience
+            if runs is not None:
+                done = st.epoch * n_steps
+                if improved:
+                    runs.save_best(st)
+                last = st.stopped or st.epoch == epochs
+                if last or checkpoint_every is None or done % checkpoint_every == 0:
+                    runs.save(done, st)
     finally:
         if bar is not None:
             bar.close()
-    if restore_best and best_params is not None:
-        params = best_params
-    return FitResult(params, opt_state, history, best_epoch, epoch + 1)
+    params = st.params
+    if restore_best and st.best_params is not None:
+        params = st.best_params
+    return FitResult(params, st.opt_state, st.history, st.best_epoch, st.epochs_run)
