@@ -5,15 +5,22 @@ gradients come from ``jax.grad``, optimizers from optax, and ``jax.jit`` compile
 training steps and epochs.
 """
 
-from . import core, data, functional, initializers, layers, losses, models, train
+from . import core, data, functional, initializers, inspect, layers, losses, models, train
 from .core import Layer, fanin_concat, fanin_sum, fanout, named, parallel, residual, serial
+from .functional import conv_output_size
+from .inspect import param_count, summary
 from .layers import (
+    LRN,
+    AvgPool,
+    Conv,
     Dense,
     Dropout,
+    Flatten,
     Gelu,
     Identity,
     LeakyRelu,
     LogSoftmax,
+    MaxPool,
     Relu,
     Sigmoid,
     Softmax,
@@ -54,4 +61,13 @@ __all__ = [
     "evaluate",
     "train_step",
     "FitResult",
+    "inspect",
+    "Conv",
+    "MaxPool",
+    "AvgPool",
+    "Flatten",
+    "LRN",
+    "conv_output_size",
+    "summary",
+    "param_count",
 ]

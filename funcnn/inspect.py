@@ -86,7 +86,7 @@ class Summary(NamedTuple):
             return f"{layer:<{widths[0]}}  {kind:<{widths[1]}}  {shape:<{widths[2]}}  {count:>12}"
 
         rule = "=" * len(line(head))
-        title = self.title if len(self.title) <= len(rule) else self.title[: len(rule) - 1] + "…"
+        title = self.title if len(self.title) <= 100 else self.title[:99] + "…"
         return "\n".join(
             [
                 title,
