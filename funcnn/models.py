@@ -153,6 +153,8 @@ def lenet5(
     activation: str = "tanh",
     pool: str = "avg",
     padding: str | int = "VALID",
+    filters: tuple[int, int] = (6, 16),
+    kernel: int = 5,
 ) -> Layer:
     """LeNet-5 (LeCun et al., 1998): convolution + activation, pooling, then a perceptron.
 
@@ -169,6 +171,8 @@ def lenet5(
       pool: ``"avg"`` (the paper's subsampling) or ``"max"``.
       padding: the convolutions' padding; ``"SAME"`` lets small images such as the 8×8
         digits through (8×8 → 4×4 → 2×2).
+      filters: the number of filters of C1 and C3 (the paper's 6 and 16).
+      kernel: the convolutions' kernel size ``F`` (the paper's 5).
 
     >>> import jax
     >>> from funcnn.inspect import param_count
@@ -183,13 +187,15 @@ def lenet5(
     pools = {"avg": AvgPool, "max": MaxPool}
     if pool not in pools:
         raise ValueError(f"lenet5: pool must be 'avg' or 'max', got {pool!r}")
+    if len(filters) != 2:
+        raise ValueError(f"lenet5: filters must be a pair (C1, C3), got {filters!r}")
     act, Pool = ACTIVATIONS[activation], pools[pool]
     w_init = "he_normal" if activation in ("relu", "leaky_relu", "gelu") else "xavier_normal"
     net = serial(
-        named("c1", Conv(6, 5, padding=padding, w_init=w_init)),
+        named("c1", Conv(filters[0], kernel, padding=padding, w_init=w_init)),
         act(),
         named("s2", Pool(2)),
-        named("c3", Conv(16, 5, padding=padding, w_init=w_init)),
+        named("c3", Conv(filters[1], kernel, padding=padding, w_init=w_init)),
         act(),
         named("s4", Pool(2)),
         Flatten(),

@@ -164,11 +164,27 @@ def test_lenet5_same_padding_fits_the_8x8_digits():
     ) + dense_params(120, 84) + dense_params(84, 10)
 
 
+def test_lenet5_with_more_smaller_filters_counts_by_hand():
+    model = models.lenet5(padding="SAME", filters=(16, 32), kernel=3)
+    s = summary(model, (-1, 8, 8, 1))
+    assert s.rows[[r.path for r in s.rows].index("s4")].output_shape == (-1, 2, 2, 32)
+    by_hand = (
+        conv_params(3, 1, 16)
+        + conv_params(3, 16, 32)
+        + dense_params(2 * 2 * 32, 120)
+        + dense_params(120, 84)
+        + dense_params(84, 10)
+    )
+    assert s.total == by_hand == 31_294
+
+
 def test_lenet5_and_alexnet_reject_bad_arguments():
     with pytest.raises(ValueError, match="lenet5: activation"):
         models.lenet5(activation="swish")
     with pytest.raises(ValueError, match="lenet5: pool"):
         models.lenet5(pool="median")
+    with pytest.raises(ValueError, match="lenet5: filters"):
+        models.lenet5(filters=(6,))
     with pytest.raises(ValueError, match="alexnet: num_classes"):
         models.alexnet(num_classes=0)
     with pytest.raises(ValueError, match=r"c3: Conv\(16, 5\).*larger than the padded input"):
