@@ -213,10 +213,9 @@ def _spatial_out(shape: tuple, window, padding, stride, dilation, who: str) -> t
         try:
             out.append(F.conv_output_size(n, f, pad, s, d))
         except ValueError as err:
-            raise ValueError(
-                f"{who}: the window {tuple(window)} (dilation {tuple(dilation)}) does not fit "
-                f"the input {shape} with padding {padding!r}: {err}"
-            ) from None
+            detail = str(err).removeprefix("conv_output_size: ")
+            axis_name = "height" if axis == 0 else "width"
+            raise ValueError(f"{who}: on input {shape}, along the {axis_name}, {detail}") from None
     return tuple(out)
 
 
