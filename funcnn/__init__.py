@@ -5,15 +5,33 @@ gradients come from ``jax.grad``, optimizers from optax, and ``jax.jit`` compile
 training steps and epochs.
 """
 
-from . import checkpoint, core, data, functional, initializers, layers, losses, models, train
+from . import (
+    checkpoint,
+    core,
+    data,
+    functional,
+    initializers,
+    inspect,
+    layers,
+    losses,
+    models,
+    train,
+)
 from .core import Layer, fanin_concat, fanin_sum, fanout, named, parallel, residual, serial
+from .functional import conv_output_size
+from .inspect import param_count, summary
 from .layers import (
+    LRN,
+    AvgPool,
+    Conv,
     Dense,
     Dropout,
+    Flatten,
     Gelu,
     Identity,
     LeakyRelu,
     LogSoftmax,
+    MaxPool,
     Relu,
     Sigmoid,
     Softmax,
@@ -56,4 +74,13 @@ __all__ = [
     "FitResult",
     "checkpoint",
     "NonFiniteError",
+    "inspect",
+    "Conv",
+    "MaxPool",
+    "AvgPool",
+    "Flatten",
+    "LRN",
+    "conv_output_size",
+    "summary",
+    "param_count",
 ]

@@ -2,7 +2,9 @@
 
 ``demo`` is the lecture's 2-D demo: a logistic regression (a linear classifier) and a
 network with one tanh hidden layer trained on the two spirals, with their decision
-regions saved side by side.
+regions saved side by side. Then its convolutional part (:func:`cnn_demo`): the parameter
+count of a perceptron against a convolution on a 32×32 image, and a LeNet-style CNN
+trained on the 8×8 digits, with its filters and feature maps saved.
 
 ``playground`` serves the lecture's interactive page on a loopback address: click to add
 points, train a linear classifier and an MLP side by side, watch the decision regions.
@@ -15,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["main", "demo"]
+__all__ = ["main", "demo", "cnn_demo"]
 
 
 def demo(out: str | Path = "funcnn-demo", *, quick: bool = False, seed: int = 0) -> dict:
@@ -81,13 +83,89 @@ def demo(out: str | Path = "funcnn-demo", *, quick: bool = False, seed: int = 0)
 
     path = plot.side_by_side(panels, x, y, out / "decision_regions.png")
     print(f"decision regions saved to {path}")
-    return {"accuracies": results, "picture": path}
+    try:
+        cnn = cnn_demo(out, quick=quick, seed=seed)
+    except ImportError as err:  # scikit-learn (the digits) is an optional extra
+        print(f"skipping the CNN part: {err}")
+        cnn = None
+    return {"accuracies": results, "picture": path, "cnn": cnn}
+
+
+def cnn_demo(out: str | Path = "funcnn-demo", *, quick: bool = False, seed: int = 0) -> dict:
+    """Why a perceptron does not suit images, then a LeNet-style CNN on the 8×8 digits.
+
+    Prints the summaries of a 1024-unit dense layer and of a 5×5 convolution with 16
+    filters over a 32×32 grayscale image (1024 · 1024 = 1,048,576 weights against
+    5 · 5 · 16 = 400), trains a LeNet-style CNN (``models.lenet5`` with ReLU, max pooling,
+    "SAME" padding, 16 and 32 filters of 3×3) on 80% of the 1,797 digits and saves the
+    training curves, the first-layer filters and the feature maps of one validation digit
+    after each convolution. The full run reaches about 98-99% validation accuracy.
+
+    Returns a dict with the validation accuracy, the seconds of training, and the
+    pictures' paths.
+    """
+    import jax
+    import optax
+
+    from . import data, inspect, models, plot
+    from .core import serial
+    from .layers import Conv, Dense, Flatten
+    from .train import fit
+
+    out = Path(out)
+    image = (-1, 32, 32, 1)
+    perceptron = serial(Flatten(), Dense(1024, use_bias=False))
+    conv = serial(Conv(16, 5, padding="SAME", use_bias=False))
+    print("\nwhy a perceptron does not suit images: a 32×32 grayscale image")
+    print(inspect.summary(perceptron, image))
+    print(inspect.summary(conv, image))
+
+    x, y = data.digits()
+    (x_tr, y_tr), (x_val, y_val) = data.train_val_split(x, y, 0.2, key=seed)
+    print(f"\n8×8 digits: {len(x_tr)} training and {len(x_val)} validation images")
+    model = models.lenet5(activation="relu", pool="max", padding="SAME", filters=(16, 32), kernel=3)
+    _, params = model.init(jax.random.key(seed), (-1, 8, 8, 1))
+    print(inspect.summary(model, (-1, 8, 8, 1)))
+    epochs = 3 if quick else 30
+    start = time.perf_counter()
+    result = fit(
+        model,
+        params,
+        x_tr,
+        y_tr,
+        optimizer=optax.adam(3e-3),
+        epochs=epochs,
+        batch_size=64,
+        key=seed,
+        validation_data=(x_val, y_val),
+        scan=True,
+        progress=False,
+    )
+    seconds = time.perf_counter() - start
+    acc = result.history["val_accuracy"][-1]
+    print(f"LeNet-style CNN: validation accuracy {acc:.3f} after {epochs} epochs ({seconds:.1f} s)")
+
+    maps = inspect.feature_maps(model, result.params, x_val[:1])
+    pictures = {
+        "curves": plot.curves(
+            result.history, out / "cnn_curves.png", keys=["loss", "val_loss"], title="LeNet-5"
+        ),
+        "filters": plot.filters(result.params["c1"]["w"], out / "cnn_filters.png", columns=8),
+        "feature_maps": plot.feature_maps(
+            maps, out / "cnn_feature_maps.png", image=x_val[0], title=f"digit {y_val[0]}"
+        ),
+    }
+    for name, path in pictures.items():
+        print(f"{name.replace('_', ' ')} saved to {path}")
+    return {"val_accuracy": acc, "seconds": seconds, "pictures": pictures}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m funcnn", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p_demo = sub.add_parser("demo", help="the 2-D demo: linear classifier vs one tanh layer")
+    p_demo = sub.add_parser(
+        "demo", help="the 2-D demo (linear classifier vs one tanh layer), then a CNN on digits"
+    )
     p_demo.add_argument("--out", default="funcnn-demo", help="output folder (default: %(default)s)")
     p_demo.add_argument("--quick", action="store_true", help="fewer epochs, for a smoke test")
     p_demo.add_argument("--seed", type=int, default=0)

@@ -6,11 +6,24 @@ imports no other funcnn module.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import jax
 import jax.numpy as jnp
-from jax import Array
+import numpy as np
+from jax import Array, lax
 
-__all__ = ["dense", "dropout"]
+__all__ = [
+    "dense",
+    "dropout",
+    "conv2d",
+    "conv_output_size",
+    "spatial_padding",
+    "max_pool",
+    "avg_pool",
+    "flatten",
+    "lrn",
+]
 
 
 def dense(x: Array, w: Array, b: Array | None = None) -> Array:
@@ -55,3 +68,259 @@ def dropout(key: Array, x: Array, rate: float) -> Array:
         return x
     keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
     return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+
+
+# ------------------------------------------------------------------ convolution, pooling
+
+Padding = str | int | Sequence[Sequence[int]]
+
+
+def _pair(value: int | Sequence[int], argument: str) -> tuple[int, int]:
+    """An int ``v`` as ``(v, v)``, or a pair of ints; each must be >= 1."""
+    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(pair) != 2 or not all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in pair
+    ):
+        raise ValueError(f"{argument} must be an int >= 1 or a pair of them, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def spatial_padding(padding: Padding, argument: str = "padding") -> str | tuple:
+    """Normalize a 2-D padding: ``"SAME"``/``"VALID"``, an int ``p`` or per-side pairs.
+
+    An int ``p`` means ``((p, p), (p, p))``; per-side pairs are
+    ``((top, bottom), (left, right))``. Strings are returned upper-cased.
+
+    >>> spatial_padding(1)
+    ((1, 1), (1, 1))
+    >>> spatial_padding(((0, 1), (2, 0)))
+    ((0, 1), (2, 0))
+    """
+    if isinstance(padding, str):
+        if padding.upper() not in ("SAME", "VALID"):
+            raise ValueError(
+                f'{argument} must be "SAME", "VALID", an int or pairs, got {padding!r}'
+            )
+        return padding.upper()
+    if isinstance(padding, (int, np.integer)) and not isinstance(padding, bool):
+        if padding < 0:
+            raise ValueError(f"{argument} must be >= 0, got {padding!r}")
+        return ((int(padding), int(padding)),) * 2
+    try:
+        pairs = tuple(tuple(int(v) for v in side) for side in padding)
+        ok = len(pairs) == 2 and all(len(s) == 2 and min(s) >= 0 for s in pairs)
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ValueError(
+            f'{argument} must be "SAME", "VALID", an int p >= 0 or per-side pairs '
+            f"((top, bottom), (left, right)), got {padding!r}"
+        )
+    return pairs
+
+
+def conv_output_size(
+    n: int,
+    f: int,
+    padding: str | int | tuple[int, int] = 0,
+    stride: int = 1,
+    dilation: int = 1,
+) -> int:
+    """Output length of a convolution or pooling along one axis.
+
+    The lecture's ``Y = ⌊(N + 2p − F)/s⌋ + 1``; in general, with per-side padding
+    ``(lo, hi)`` and dilation ``D`` (effective kernel ``D(F − 1) + 1``):
+    ``Y = ⌊(N + lo + hi − D(F − 1) − 1)/s⌋ + 1``. ``"VALID"`` is ``p = 0``; ``"SAME"``
+    follows TF/XLA, ``Y = ⌈N/s⌉`` whatever ``F``.
+
+    Args:
+      n: the input length ``N``.
+      f: the kernel (window) length ``F``.
+      padding: an int ``p`` (both sides), ``"VALID"``, ``"SAME"`` or a pair ``(lo, hi)``.
+      stride: the step ``s >= 1``.
+      dilation: the kernel dilation ``D >= 1``.
+
+    Raises:
+      ValueError: if the (dilated) kernel is larger than the padded input.
+
+    >>> conv_output_size(227, 11, 0, 4)  # AlexNet's first layer
+    55
+    >>> conv_output_size(32, 3, 1, 1)  # F = 3, p = 1, s = 1 keeps N
+    32
+    """
+    for value, name in ((n, "n"), (f, "f"), (stride, "stride"), (dilation, "dilation")):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"conv_output_size: {name} must be an int >= 1, got {value!r}")
+    if isinstance(padding, str):
+        if padding.upper() == "SAME":
+            return -(-n // stride)
+        if padding.upper() != "VALID":
+            raise ValueError(
+                f'conv_output_size: padding must be "SAME" or "VALID", got {padding!r}'
+            )
+        lo = hi = 0
+    elif isinstance(padding, (int, np.integer)) and not isinstance(padding, bool):
+        lo = hi = int(padding)
+    else:
+        try:
+            lo, hi = (int(v) for v in padding)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f'conv_output_size: padding must be "SAME", "VALID", an int or (lo, hi), '
+                f"got {padding!r}"
+            ) from None
+    if min(lo, hi) < 0:
+        raise ValueError(f"conv_output_size: padding must be >= 0, got {padding!r}")
+    span = dilation * (f - 1) + 1
+    if span > n + lo + hi:
+        raise ValueError(
+            f"conv_output_size: the kernel (size {f}, dilation {dilation}, spanning {span}) is "
+            f"larger than the padded input ({n} + {lo} + {hi} = {n + lo + hi})"
+        )
+    return (n + lo + hi - span) // stride + 1
+
+
+def conv2d(
+    x: Array,
+    w: Array,
+    b: Array | None = None,
+    stride: int | Sequence[int] = 1,
+    padding: Padding = "VALID",
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+) -> Array:
+    """2-D convolution (cross-correlation, as in every deep-learning library) plus bias.
+
+    ``y[n, i, j, o] = b[o] + Σ_{u, v, c} x̂[n, s_h i + D_h u, s_w j + D_w v, g·C_g + c]
+    · w[u, v, c, o]``, where ``x̂`` is ``x`` zero-padded, ``g = o // (O / groups)`` is the
+    group of output channel ``o`` and ``C_g = C / groups`` the channels per group.
+
+    A thin wrapper over ``lax.conv_general_dilated`` with dimension numbers
+    ``("NHWC", "HWIO", "NHWC")`` and ``feature_group_count=groups``.
+
+    Args:
+      x: images, NHWC ``(n, H, W, C)``.
+      w: kernels, HWIO ``(F_h, F_w, C / groups, O)``.
+      b: bias ``(O,)`` or ``None``.
+      stride: ``s`` or ``(s_h, s_w)``.
+      padding: ``"SAME"`` (TF/XLA: output ``⌈N/s⌉``), ``"VALID"``, an int ``p`` or
+        ``((top, bottom), (left, right))``.
+      dilation: kernel dilation ``D`` or ``(D_h, D_w)``.
+      groups: split the channels into this many independent groups.
+
+    Returns:
+      ``(n, Y_h, Y_w, O)`` with ``Y`` from :func:`conv_output_size`.
+
+    >>> import jax.numpy as jnp
+    >>> conv2d(jnp.ones((1, 5, 5, 1)), jnp.ones((3, 3, 1, 2)), padding=1).shape
+    (1, 5, 5, 2)
+    """
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ValueError(f"conv2d: groups must be an int >= 1, got {groups!r}")
+    y = lax.conv_general_dilated(
+        x,
+        w,
+        window_strides=_pair(stride, "conv2d: stride"),
+        padding=spatial_padding(padding, "conv2d: padding"),
+        rhs_dilation=_pair(dilation, "conv2d: dilation"),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=groups,
+    )
+    return y if b is None else y + b
+
+
+def _pool_window(x: Array, window, stride, padding, who: str):
+    window = _pair(window, f"{who}: window")
+    stride = window if stride is None else _pair(stride, f"{who}: stride")
+    pad = spatial_padding(padding, f"{who}: padding")
+    if isinstance(pad, str):
+        pad = lax.padtype_to_pads(x.shape[1:3], window, stride, pad)
+    return (1, *window, 1), (1, *stride, 1), ((0, 0), *pad, (0, 0))
+
+
+def max_pool(
+    x: Array,
+    window: int | Sequence[int] = 2,
+    stride: int | Sequence[int] | None = None,
+    padding: Padding = "VALID",
+) -> Array:
+    """Max pooling: ``y[n, i, j, c] = max_{u, v} x̂[n, s_h i + u, s_w j + v, c]``.
+
+    ``x̂`` is ``x`` padded with ``−∞`` (padding never wins the max); the window is
+    ``F_h × F_w``. Built on ``lax.reduce_window``.
+
+    Args:
+      x: NHWC ``(n, H, W, C)``.
+      window: ``F`` or ``(F_h, F_w)``.
+      stride: ``s`` or ``(s_h, s_w)``; ``None`` (default) means the window, i.e. the
+        windows do not overlap.
+      padding: as for :func:`conv2d`.
+
+    >>> import jax.numpy as jnp
+    >>> max_pool(jnp.arange(16.0).reshape(1, 4, 4, 1))[0, :, :, 0].tolist()
+    [[5.0, 7.0], [13.0, 15.0]]
+    """
+    dims, strides, pads = _pool_window(x, window, stride, padding, "max_pool")
+    return lax.reduce_window(x, -jnp.inf, lax.max, dims, strides, pads)
+
+
+def avg_pool(
+    x: Array,
+    window: int | Sequence[int] = 2,
+    stride: int | Sequence[int] | None = None,
+    padding: Padding = "VALID",
+) -> Array:
+    """Average pooling over the real (unpadded) elements of each window.
+
+    ``y[n, i, j, c] = Σ_{(u, v) ∈ W_ij} x[n, u, v, c] / |W_ij|``, where ``W_ij`` are the
+    positions of window ``(i, j)`` that fall inside the input: a padded window divides by
+    the number of real elements it covers, not by ``F_h · F_w``.
+
+    Args:
+      x: NHWC ``(n, H, W, C)``.
+      window: ``F`` or ``(F_h, F_w)``.
+      stride: ``s`` or ``(s_h, s_w)``; ``None`` (default) means the window.
+      padding: as for :func:`conv2d`.
+
+    >>> import jax.numpy as jnp
+    >>> avg_pool(jnp.arange(16.0).reshape(1, 4, 4, 1))[0, :, :, 0].tolist()
+    [[2.5, 4.5], [10.5, 12.5]]
+    """
+    dims, strides, pads = _pool_window(x, window, stride, padding, "avg_pool")
+    total = lax.reduce_window(x, 0.0, lax.add, dims, strides, pads)
+    ones = jnp.ones((1, *x.shape[1:3], 1), x.dtype)
+    count = lax.reduce_window(ones, 0.0, lax.add, dims, strides, pads)
+    return total / count
+
+
+def flatten(x: Array) -> Array:
+    """Keep the leading (batch) axis, flatten the rest: ``(n, d_1, ..., d_k) -> (n, Π d_i)``.
+
+    >>> import jax.numpy as jnp
+    >>> flatten(jnp.ones((2, 3, 4, 5))).shape
+    (2, 60)
+    """
+    return jnp.reshape(x, (x.shape[0], -1))
+
+
+def lrn(x: Array, k: float = 2.0, n: int = 5, alpha: float = 1e-4, beta: float = 0.75) -> Array:
+    """Local response normalization across channels (Krizhevsky et al., 2012, §3.3).
+
+    ``b_c = a_c / (k + α Σ_{c' = max(0, c − ⌊n/2⌋)}^{min(C − 1, c + ⌊n/2⌋)} a_{c'}²)^β``,
+    the paper's form (``α`` is not divided by ``n``, unlike PyTorch's ``LocalResponseNorm``).
+    For an even ``n`` the window is ``c − n/2 … c + n/2 − 1``.
+
+    Args:
+      x: activations with channels last, e.g. NHWC ``(n, H, W, C)``.
+      k, n, alpha, beta: the paper's hyper-parameters (defaults 2, 5, 1e-4, 0.75).
+
+    >>> import jax.numpy as jnp
+    >>> round(float(lrn(jnp.ones((1, 1, 1, 1)))[0, 0, 0, 0]), 6)  # 1 / (2 + 1e-4)^0.75
+    0.594581
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"lrn: n must be an int >= 1, got {n!r}")
+    dims = (1,) * (x.ndim - 1) + (n,)
+    pads = ((0, 0),) * (x.ndim - 1) + ((n // 2, n - 1 - n // 2),)
+    sums = lax.reduce_window(x * x, 0.0, lax.add, dims, (1,) * x.ndim, pads)
+    return x / (k + alpha * sums) ** beta

@@ -20,9 +20,30 @@ import jax
 
 from . import losses
 from .core import Layer, named, serial
-from .layers import Dense, Dropout, Gelu, LeakyRelu, Relu, Sigmoid, Tanh
+from .layers import (
+    LRN,
+    AvgPool,
+    Conv,
+    Dense,
+    Dropout,
+    Flatten,
+    Gelu,
+    LeakyRelu,
+    MaxPool,
+    Relu,
+    Sigmoid,
+    Tanh,
+)
 
-__all__ = ["HEADS", "ACTIVATIONS", "with_head", "logistic_regression", "mlp"]
+__all__ = [
+    "HEADS",
+    "ACTIVATIONS",
+    "with_head",
+    "logistic_regression",
+    "mlp",
+    "lenet5",
+    "alexnet",
+]
 
 ACTIVATIONS = {
     "tanh": Tanh,
@@ -121,3 +142,136 @@ def mlp(
     net = serial(*layers)
     net = net.with_attrs(kind="mlp", description=f"mlp({list(sizes)}, {activation!r}, {head!r})")
     return with_head(net, head)
+
+
+# ---------------------------------------------------------------- convolutional networks
+
+
+def lenet5(
+    num_classes: int = 10,
+    *,
+    activation: str = "tanh",
+    pool: str = "avg",
+    padding: str | int = "VALID",
+    filters: tuple[int, int] = (6, 16),
+    kernel: int = 5,
+) -> Layer:
+    """LeNet-5 (LeCun et al., 1998): convolution + activation, pooling, then a perceptron.
+
+    ``C1`` Conv(6, 5×5) → act → ``S2`` pool 2×2/2 → ``C3`` Conv(16, 5×5) → act → ``S4``
+    pool 2×2/2 → Flatten → ``C5`` Dense(120) → act → ``F6`` Dense(84) → act → ``output``
+    Dense(num_classes). On 32×32×1 images the maps are 28×28×6, 14×14×6, 10×10×16, 5×5×16
+    (C5, a 5×5 convolution over 5×5 maps in the paper, is the same as a dense layer on the
+    400 flattened values) and there are 61,706 parameters for 10 classes.
+
+    Args:
+      num_classes: the size of the softmax head.
+      activation: ``"tanh"`` (the paper's squashing function) or another of
+        :data:`ACTIVATIONS`, e.g. ``"relu"``.
+      pool: ``"avg"`` (the paper's subsampling) or ``"max"``.
+      padding: the convolutions' padding; ``"SAME"`` lets small images such as the 8×8
+        digits through (8×8 → 4×4 → 2×2).
+      filters: the number of filters of C1 and C3 (the paper's 6 and 16).
+      kernel: the convolutions' kernel size ``F`` (the paper's 5).
+
+    >>> import jax
+    >>> from funcnn.inspect import param_count
+    >>> param_count(lenet5().init(jax.random.key(0), (-1, 32, 32, 1))[1])
+    61706
+    """
+    _positive_int(num_classes, "lenet5", "num_classes")
+    if activation not in ACTIVATIONS:
+        raise ValueError(
+            f"lenet5: activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}"
+        )
+    pools = {"avg": AvgPool, "max": MaxPool}
+    if pool not in pools:
+        raise ValueError(f"lenet5: pool must be 'avg' or 'max', got {pool!r}")
+    if len(filters) != 2:
+        raise ValueError(f"lenet5: filters must be a pair (C1, C3), got {filters!r}")
+    act, Pool = ACTIVATIONS[activation], pools[pool]
+    w_init = "he_normal" if activation in ("relu", "leaky_relu", "gelu") else "xavier_normal"
+    net = serial(
+        named("c1", Conv(filters[0], kernel, padding=padding, w_init=w_init)),
+        act(),
+        named("s2", Pool(2)),
+        named("c3", Conv(filters[1], kernel, padding=padding, w_init=w_init)),
+        act(),
+        named("s4", Pool(2)),
+        Flatten(),
+        named("c5", Dense(120, w_init=w_init)),
+        act(),
+        named("f6", Dense(84, w_init=w_init)),
+        act(),
+        named("output", Dense(num_classes, w_init="xavier_normal")),
+    )
+    net = net.with_attrs(kind="lenet5", description=f"lenet5({num_classes}, {activation!r})")
+    return with_head(net, "softmax")
+
+
+def alexnet(
+    num_classes: int = 1000,
+    *,
+    two_towers: bool = False,
+    dropout: float = 0.5,
+    lrn: bool = True,
+) -> Layer:
+    """AlexNet (Krizhevsky, Sutskever & Hinton, 2012) on 227×227×3 images.
+
+    ``conv1`` Conv(96, 11×11, stride 4) → ReLU → LRN → MaxPool(3, 2) → ``conv2``
+    Conv(256, 5×5, pad 2) → ReLU → LRN → MaxPool(3, 2) → ``conv3`` Conv(384, 3×3, pad 1)
+    → ReLU → ``conv4`` Conv(384, 3×3, pad 1) → ReLU → ``conv5`` Conv(256, 3×3, pad 1) →
+    ReLU → MaxPool(3, 2) → Flatten → ``fc6`` Dense(4096) → ReLU → Dropout(0.5) → ``fc7``
+    Dense(4096) → ReLU → Dropout(0.5) → ``fc8`` Dense(num_classes).
+
+    Maps: 55×55×96, 27×27×96, 27×27×256, 13×13×256, 13×13×384, 13×13×384, 13×13×256,
+    6×6×256, then 4096, 4096, 1000. The single-tower form has 62,378,344 parameters.
+
+    Args:
+      num_classes: the size of the softmax head.
+      two_towers: the paper's split over two GPUs: conv2, conv4 and conv5 only see the
+        channels of their own tower (``groups=2``), giving 60,965,224 parameters.
+      dropout: the drop rate in the dense layers (0 to turn it off).
+      lrn: keep the local response normalization after conv1 and conv2.
+
+    >>> from funcnn.inspect import summary
+    >>> summary(alexnet(), (-1, 227, 227, 3)).total
+    62378344
+    """
+    _positive_int(num_classes, "alexnet", "num_classes")
+    g = 2 if two_towers else 1
+    norm = [LRN()] if lrn else []
+    drop = [Dropout(dropout)] if dropout else []
+    net = serial(
+        named("conv1", Conv(96, 11, stride=4)),
+        Relu(),
+        *norm,
+        MaxPool(3, 2),
+        named("conv2", Conv(256, 5, padding=2, groups=g)),
+        Relu(),
+        *norm,
+        MaxPool(3, 2),
+        named("conv3", Conv(384, 3, padding=1)),
+        Relu(),
+        named("conv4", Conv(384, 3, padding=1, groups=g)),
+        Relu(),
+        named("conv5", Conv(256, 3, padding=1, groups=g)),
+        Relu(),
+        MaxPool(3, 2),
+        Flatten(),
+        named("fc6", Dense(4096, w_init="he_normal")),
+        Relu(),
+        *drop,
+        named("fc7", Dense(4096, w_init="he_normal")),
+        Relu(),
+        *drop,
+        named("fc8", Dense(num_classes, w_init="xavier_normal")),
+    )
+    desc = f"alexnet({num_classes}{', two_towers=True' if two_towers else ''})"
+    return with_head(net.with_attrs(kind="alexnet", description=desc), "softmax")
+
+
+def _positive_int(value, who: str, argument: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{who}: {argument} must be a positive int, got {value!r}")
+    return value

@@ -1,0 +1,216 @@
+"""Looking inside a network: its layer table, parameter counts and intermediate outputs.
+
+``summary(model, input_shape)`` prints what torchinfo's ``summary`` or Flax's ``tabulate``
+print: every layer's name, output shape and number of parameters, and the total. Shapes
+come from each layer's ``init`` run under ``jax.eval_shape``, so no weight is allocated:
+AlexNet's summary costs nothing, although its weights would take 238 MiB.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from .core import Layer, Params, Shape
+
+__all__ = ["param_count", "Row", "Summary", "summary", "intermediates", "feature_maps"]
+
+
+def param_count(params: Params) -> int:
+    """The number of parameters: ``Σ_leaves Π shape(leaf)``.
+
+    Works on arrays and on the ``jax.ShapeDtypeStruct`` leaves of ``jax.eval_shape``.
+
+    Args:
+      params: any pytree of arrays (e.g. the nested dict from ``init``).
+
+    >>> import jax.numpy as jnp
+    >>> param_count({"w": jnp.zeros((1024, 1024)), "b": jnp.zeros(1024)})
+    1049600
+    """
+    return sum(math.prod(np.shape(leaf)) for leaf in jax.tree_util.tree_leaves(params))
+
+
+def _param_bytes(params: Params) -> int:
+    return sum(
+        math.prod(np.shape(leaf)) * np.dtype(leaf.dtype).itemsize
+        for leaf in jax.tree_util.tree_leaves(params)
+    )
+
+
+class Row(NamedTuple):
+    """One line of a :class:`Summary`: a layer's path, description, output shape, params."""
+
+    path: str
+    layer: str
+    output_shape: Shape
+    params: int
+    depth: int
+
+
+def _fmt_shape(shape: Shape) -> str:
+    if shape and all(isinstance(s, (tuple, list)) for s in shape):
+        return "(" + ", ".join(_fmt_shape(s) for s in shape) + ")"
+    return "(" + ", ".join("N" if d == -1 else str(d) for d in shape) + ")"
+
+
+class Summary(NamedTuple):
+    """What :func:`summary` returns; ``str(summary)`` is the printed table.
+
+    ``rows`` lists every layer depth-first (a combinator's row counts all its children's
+    parameters); ``total`` is the model's parameter count and ``bytes`` their storage.
+    """
+
+    title: str
+    input_shape: Shape
+    output_shape: Shape
+    rows: list[Row]
+    total: int
+    bytes: int
+
+    def __str__(self) -> str:
+        head = ("Layer", "Type", "Output shape", "Param #")
+        body = [
+            ("  " * r.depth + r.path, r.layer, _fmt_shape(r.output_shape), f"{r.params:,}")
+            for r in self.rows
+        ]
+        widths = [max(len(line[i]) for line in [head, *body]) for i in range(3)]
+        widths[1] = min(widths[1], 48)
+
+        def line(cells):
+            layer, kind, shape, count = cells
+            kind = kind if len(kind) <= widths[1] else kind[: widths[1] - 1] + "…"
+            return f"{layer:<{widths[0]}}  {kind:<{widths[1]}}  {shape:<{widths[2]}}  {count:>12}"
+
+        rule = "=" * len(line(head))
+        title = self.title if len(self.title) <= 100 else self.title[:99] + "…"
+        return "\n".join(
+            [
+                title,
+                rule,
+                line(head),
+                "-" * len(rule),
+                f"{'input':<{widths[0]}}  {'':<{widths[1]}}  {_fmt_shape(self.input_shape)}",
+                *(line(cells) for cells in body),
+                rule,
+                f"Total params: {self.total:,}",
+                f"Params size: {self.bytes / 2**20:.2f} MiB",
+            ]
+        )
+
+
+def _init_shapes(layer: Layer, input_shape: Shape) -> tuple[Shape, Any]:
+    """``init`` under ``jax.eval_shape``: the output shape and the params' shapes."""
+    box = {}
+
+    def init(key):
+        shape, params = layer.init(key, input_shape)
+        box["shape"] = shape
+        return params
+
+    params = jax.eval_shape(init, jax.random.key(0))
+    return box["shape"], params
+
+
+def _walk(layer: Layer, input_shape: Shape, path: str, depth: int, rows: list[Row]) -> Shape:
+    shape, params = _init_shapes(layer, input_shape)
+    rows.append(Row(path, layer.description, shape, param_count(params), depth))
+    _walk_children(layer, input_shape, path, depth + 1, rows)
+    return shape
+
+
+def _walk_children(layer: Layer, input_shape: Shape, path: str, depth: int, rows) -> None:
+    """Children of ``parallel`` take one input each; any other combinator chains them."""
+    shape = input_shape
+    for i, (name, child) in enumerate(getattr(layer, "children", None) or []):
+        sub = f"{path}/{name}" if path else name
+        if layer.kind == "parallel":
+            _walk(child, input_shape[i], sub, depth, rows)
+        else:
+            shape = _walk(child, shape, sub, depth, rows)
+
+
+def summary(model: Layer, input_shape: Shape) -> Summary:
+    """A table of every layer's name, output shape and parameter count, and the total.
+
+    The total is ``param_count`` of the model's params, ``Σ_layers Σ_leaves Π shape``.
+    Combinators (``serial``, ``parallel``, ``residual`` and models built from them) are
+    walked through their ``children``; each child's row comes from its own ``init`` at
+    the shape its predecessor returns, all under ``jax.eval_shape`` (no weights drawn).
+
+    Args:
+      model: any :class:`~funcnn.core.Layer`.
+      input_shape: e.g. ``(-1, 227, 227, 3)``; the batch may be ``-1``.
+
+    Returns:
+      a :class:`Summary`; ``print(summary(model, shape))`` prints the table.
+
+    >>> from funcnn.layers import Conv, Dense, Flatten
+    >>> from funcnn.core import serial
+    >>> s = summary(serial(Conv(6, 5), Flatten(), Dense(10)), (-1, 32, 32, 1))
+    >>> [r.output_shape for r in s.rows], s.total
+    ([(-1, 28, 28, 6), (-1, 4704), (-1, 10)], 47206)
+    """
+    if not isinstance(model, Layer):
+        raise TypeError(f"summary: model must be a Layer, got {model!r}")
+    shape, params = _init_shapes(model, input_shape)
+    rows: list[Row] = []
+    if getattr(model, "children", None):
+        _walk_children(model, input_shape, "", 0, rows)
+    else:
+        rows.append(Row(model.kind, model.description, shape, param_count(params), 0))
+    title = f"{model.description} on input {_fmt_shape(input_shape)}"
+    return Summary(title, input_shape, shape, rows, param_count(params), _param_bytes(params))
+
+
+def _chains(layer: Layer) -> bool:
+    return bool(getattr(layer, "children", None)) and layer.kind not in ("parallel", "residual")
+
+
+def intermediates(model: Layer, params: Params, x: jax.Array) -> list[tuple[str, Layer, Any]]:
+    """Every layer's output for input ``x``, in evaluation mode (``train=False``).
+
+    Walks a chain of layers (a ``serial`` and the models built from it, nested ones
+    included) and returns ``[(path, layer, y), ...]`` where ``y`` is that layer's output;
+    the last ``y`` equals ``model.apply(params, x)``. Other combinators count as one layer.
+
+    >>> import jax, jax.numpy as jnp
+    >>> from funcnn.layers import Conv, Relu
+    >>> from funcnn.core import serial
+    >>> model = serial(Conv(2, 3), Relu())
+    >>> _, params = model.init(jax.random.key(0), (-1, 5, 5, 1))
+    >>> [(p, y.shape) for p, _, y in intermediates(model, params, jnp.ones((1, 5, 5, 1)))]
+    [('conv_0', (1, 3, 3, 2)), ('relu_0', (1, 3, 3, 2))]
+    """
+    if not _chains(model):
+        raise ValueError(
+            f"intermediates: expected a serial chain of layers, got {model.description}"
+        )
+    out: list[tuple[str, Layer, Any]] = []
+
+    def run(layer, p, x, path):
+        for name, child in layer.children:
+            sub = f"{path}/{name}" if path else name
+            child_params = p.get(name, {})
+            if _chains(child):
+                x = run(child, child_params, x, sub)
+            else:
+                x = child.apply(child_params, x, train=False)
+            out.append((sub, child, x))
+        return x
+
+    run(model, params, x, "")
+    return out
+
+
+def feature_maps(
+    model: Layer, params: Params, x: jax.Array, kinds: tuple[str, ...] = ("conv",)
+) -> list[tuple[str, Any]]:
+    """The feature maps of ``x`` after each layer of the given kinds (convolutions).
+
+    Returns ``[(path, maps), ...]`` with ``maps`` the layer's NHWC output for ``x``.
+    """
+    return [(path, y) for path, layer, y in intermediates(model, params, x) if layer.kind in kinds]
