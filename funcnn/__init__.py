@@ -5,7 +5,20 @@ gradients come from ``jax.grad``, optimizers from optax, and ``jax.jit`` compile
 training steps and epochs.
 """
 
-from . import core, data, functional, initializers, layers, losses, models, train
+from . import (
+    core,
+    data,
+    functional,
+    gradients,
+    graph,
+    initializers,
+    inspect,
+    layers,
+    losses,
+    models,
+    reference,
+    train,
+)
 from .core import Layer, fanin_concat, fanin_sum, fanout, named, parallel, residual, serial
 from .layers import (
     Dense,
@@ -32,6 +45,10 @@ __all__ = [
     "losses",
     "models",
     "train",
+    "gradients",
+    "graph",
+    "inspect",
+    "reference",
     "Layer",
     "serial",
     "parallel",

@@ -50,7 +50,12 @@ def _lookup(tree: Any, path: str) -> Any:
 
 
 def grad_norms(
-    loss: Callable[[Any, Any], jax.Array], params: Any, batch: Any, *, plot: str | None = None
+    loss: Callable[[Any, Any], jax.Array],
+    params: Any,
+    batch: Any,
+    *,
+    plot: str | None = None,
+    jit: bool = True,
 ) -> dict[str, float]:
     """The gradient norm of each layer: ``‖∂L/∂θ_l‖ = √(Σ over the layer's weights and biases
     of (∂L/∂θ)²)``.
@@ -64,6 +69,7 @@ def grad_norms(
       params: a model's params.
       batch: what ``loss`` takes besides params, e.g. ``(x, y)``.
       plot: a path to save a bar chart of the norms to (needs matplotlib).
+      jit: compile the gradient (turn off for a loss that cannot be jitted).
 
     Returns:
       ``{layer path: norm}`` in the layers' order, first layer first.
@@ -74,7 +80,8 @@ def grad_norms(
     >>> {k: round(v, 3) for k, v in grad_norms(loss, p, jnp.ones((1, 2))).items()}
     {'dense_0': 1.732}
     """
-    grads = jax.grad(loss)(params, batch)
+    grad = jax.jit(jax.grad(loss)) if jit else jax.grad(loss)
+    grads = grad(params, batch)
     norms = {}
     for path in layer_paths(params):
         leaves = jax.tree_util.tree_leaves(_lookup(grads, path))

@@ -173,7 +173,7 @@ def computational_graph(graph, path=None, *, title: str = "", ax=None):
     nrows = max(sum(1 for x, _ in pos.values() if x == c) for c in range(ncols))
     fig = None
     if ax is None:
-        fig, ax = plt.subplots(figsize=(max(6.0, 1.9 * ncols), max(3.0, 1.3 * nrows + 1)))
+        fig, ax = plt.subplots(figsize=(max(6.0, 1.9 * ncols), max(3.0, 1.6 * nrows + 1)))
     styles = {
         "input": dict(boxstyle="round,pad=0.35", fc="#dde8f7", ec="#35608f"),
         "const": dict(boxstyle="round,pad=0.25", fc="#f2f2f2", ec="#999999"),
