@@ -338,17 +338,31 @@ def _check(f, args, nums, modes, eps, rtol, atol, max_elements, key, jit) -> Gra
     flat0, unravel = ravel_pytree(theta)
     sizes = [int(np.size(t)) for t in theta]
     offsets = np.concatenate([[0], np.cumsum(sizes)])
-    maybe_jit = jax.jit if jit else (lambda fn: fn)
-
-    @maybe_jit
     def fd_element(flat, i):
         up = s(unravel(flat.at[i].add(eps)))
         down = s(unravel(flat.at[i].add(-eps)))
         return (up - down) / (2 * eps)
 
-    @maybe_jit
     def fd_direction(flat, v):
         return (s(unravel(flat + eps * v)) - s(unravel(flat - eps * v))) / (2 * eps)
+
+    def auto_grad(th):
+        return jax.grad(s)(th)
+
+    def auto_vjp(th, cotangent):
+        return jax.vjp(call, th)[1](cotangent)[0]
+
+    def auto_jvp(th, tangent):
+        return jax.jvp(s, (th,), (tangent,))[1]
+
+    if jit:
+        try:  # a function that needs concrete values inside cannot be jitted: run it eagerly
+            jax.jit(fd_element).lower(flat0, 0)
+        except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
+            jit = False
+    if jit:
+        fd_element, fd_direction = jax.jit(fd_element), jax.jit(fd_direction)
+        auto_grad, auto_vjp, auto_jvp = jax.jit(auto_grad), jax.jit(auto_vjp), jax.jit(auto_jvp)
 
     fpaths = [paths[k] for k in float_idx]
     shapes = [np.shape(t) for t in theta]
@@ -366,12 +380,11 @@ def _check(f, args, nums, modes, eps, rtol, atol, max_elements, key, jit) -> Gra
             for off, sel in zip(offsets, picks)
         ]
         if "grad" in modes:
-            auto = jax.grad(s)(theta)
+            auto = auto_grad(theta)
             rows += _elementwise_rows("grad", auto, numeric, picks, fpaths, shapes, rtol, atol)
         if "vjp" in modes:
             try:
-                _, pull = jax.vjp(call, theta)
-                (auto,) = pull(u)
+                auto = auto_vjp(theta, u)
                 rows += _elementwise_rows("vjp", auto, numeric, picks, fpaths, shapes, rtol, atol)
             except TypeError as err:  # pragma: no cover - vjp is defined whenever grad is
                 skipped["vjp"] = str(err).splitlines()[0]
@@ -382,7 +395,7 @@ def _check(f, args, nums, modes, eps, rtol, atol, max_elements, key, jit) -> Gra
             v[offsets[k] : offsets[k] + n] = d / max(np.linalg.norm(d), 1e-300)
             v = jnp.asarray(v, flat0.dtype)
             try:
-                _, tangent_out = jax.jvp(s, (theta,), (unravel(v),))
+                tangent_out = auto_jvp(theta, unravel(v))
             except TypeError as err:
                 skipped["jvp"] = str(err).splitlines()[0]
                 break
