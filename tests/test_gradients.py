@@ -392,8 +392,10 @@ def test_check_grads_non_scalar_output_and_element_report():
 
 
 def test_check_grads_runs_eagerly_what_cannot_be_jitted():
-    def f(w):  # Python control flow on a value: jit cannot trace it
-        return jnp.sum(jnp.sin(w)) if float(w[0]) > 0 else jnp.sum(w)
+    counts = jnp.array([1, 3])
+
+    def f(w):  # under jit, jnp.max(counts) is traced and int() of it fails
+        return jnp.sum(jnp.sin(w) * counts) if int(jnp.max(counts)) > 2 else jnp.sum(w)
 
     assert check_grads(f, (jnp.array([0.5, 2.0]),)).ok
 
