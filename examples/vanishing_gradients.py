@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> Path:
         print(f"{title:<34} {first_to_last(norms):>30.3e}")
     plot.grad_norms(panels, out / "grad_norms.png", title="gradient norm per layer at init")
 
-    epochs = 5 if args.quick else 200
+    epochs = 2 if args.quick else 200
     for kind, title in KINDS.items():
         net = build(kind)
         _, params = net.init(jax.random.key(args.seed), (-1, 2))
