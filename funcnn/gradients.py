@@ -296,31 +296,34 @@ def check_grads(
 
 def _check(f, args, nums, modes, eps, rtol, atol, max_elements, key, jit) -> GradCheckReport:
     args = jax.tree_util.tree_map(_to_float64, args)
-    diff = tuple(args[i] for i in nums)
-    with_paths, treedef = jax.tree_util.tree_flatten_with_path(diff)
+    with_paths, treedef = jax.tree_util.tree_flatten_with_path(args)
     leaves = [leaf for _, leaf in with_paths]
-    is_float = [_is_float(leaf) for leaf in leaves]
-    paths = []
-    for p, _ in with_paths:
-        head = f"arg{nums[p[0].idx]}"
-        rest = path_str(p[1:]) if len(p) > 1 else ""
-        paths.append(rest if len(nums) == 1 and rest else f"{head}/{rest}".rstrip("/"))
-    float_idx = [k for k, fl in enumerate(is_float) if fl]
+    float_idx, rest_idx, paths = [], [], []
+    for k, (p, leaf) in enumerate(with_paths):
+        if p[0].idx in nums and _is_float(leaf):
+            float_idx.append(k)
+            inner = path_str(p[1:]) if len(p) > 1 else ""
+            head = f"arg{p[0].idx}"
+            paths.append(inner if len(nums) == 1 and inner else f"{head}/{inner}".rstrip("/"))
+        elif isinstance(leaf, (jax.Array, np.ndarray)):
+            rest_idx.append(k)  # other arrays travel as arguments, traced under jit
     if not float_idx:
         raise ValueError("check_grads: the differentiated arguments have no float leaves")
+    rest0 = [leaves[k] for k in rest_idx]
 
-    def call(float_leaves):
+    def call(float_leaves, rest):
         full = list(leaves)
         for k, leaf in zip(float_idx, float_leaves):
             full[k] = leaf
-        d = jax.tree_util.tree_unflatten(treedef, full)
-        a = list(args)
-        for i, v in zip(nums, d):
-            a[i] = v
-        return f(*a)
+        for k, leaf in zip(rest_idx, rest):
+            full[k] = leaf
+        return f(*jax.tree_util.tree_unflatten(treedef, full))
 
     theta = [leaves[k] for k in float_idx]
-    out = call(theta)
+    try:
+        out = jax.eval_shape(call, theta, rest0)
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
+        out = call(theta, rest0)
     rng = np.random.default_rng(key)
     out_leaves, out_def = jax.tree_util.tree_flatten(out)
     if len(out_leaves) == 1 and np.ndim(out_leaves[0]) == 0:
@@ -331,76 +334,107 @@ def _check(f, args, nums, modes, eps, rtol, atol, max_elements, key, jit) -> Gra
         ]
     u = jax.tree_util.tree_unflatten(out_def, cot)
 
-    def s(float_leaves):
-        o = jax.tree_util.tree_leaves(call(float_leaves))
+    def scalar(float_leaves, rest):
+        o = jax.tree_util.tree_leaves(call(float_leaves, rest))
         return sum(jnp.sum(a * c) for a, c in zip(o, cot))
 
     flat0, unravel = ravel_pytree(theta)
     sizes = [int(np.size(t)) for t in theta]
-    offsets = np.concatenate([[0], np.cumsum(sizes)])
-    def fd_element(flat, i):
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+    picks = []
+    for n in sizes:
+        if max_elements is None or n <= max_elements:
+            picks.append(np.arange(n))
+        else:
+            picks.append(np.sort(rng.choice(n, size=max_elements, replace=False)))
+    elements = np.concatenate([off + sel for off, sel in zip(offsets, picks)]).astype(np.int32)
+    skipped: dict[str, str] = {}
+    do = set(modes)
+    direction_key = jax.random.key(key)
+    position = jnp.arange(flat0.size)
+    starts, stops = jnp.asarray(offsets[:-1]), jnp.asarray(offsets[1:])
+
+    def fd_element(flat, rest, i):
+        def s(th):
+            return scalar(th, rest)
+
         up = s(unravel(flat.at[i].add(eps)))
         down = s(unravel(flat.at[i].add(-eps)))
         return (up - down) / (2 * eps)
 
-    def fd_direction(flat, v):
-        return (s(unravel(flat + eps * v)) - s(unravel(flat - eps * v))) / (2 * eps)
+    def direction(k):  # a random unit vector within leaf k
+        inside = (position >= starts[k]) & (position < stops[k])
+        v = jax.random.normal(jax.random.fold_in(direction_key, k), flat0.shape, flat0.dtype)
+        v = jnp.where(inside, v, 0.0)
+        return v / jnp.linalg.norm(v)
 
-    def auto_grad(th):
-        return jax.grad(s)(th)
+    def jvp_and_fd(flat, rest, k):
+        def s(th):
+            return scalar(th, rest)
 
-    def auto_vjp(th, cotangent):
-        return jax.vjp(call, th)[1](cotangent)[0]
+        v = direction(k)
+        auto = jax.jvp(s, (unravel(flat),), (unravel(v),))[1]
+        numeric = (s(unravel(flat + eps * v)) - s(unravel(flat - eps * v))) / (2 * eps)
+        return auto, numeric
 
-    def auto_jvp(th, tangent):
-        return jax.jvp(s, (th,), (tangent,))[1]
+    def numbers(flat, rest, mapper):
+        th = unravel(flat)
 
-    if jit:
-        try:  # a function that needs concrete values inside cannot be jitted: run it eagerly
-            jax.jit(fd_element).lower(flat0, 0)
+        def s(th):
+            return scalar(th, rest)
+
+        out = {}
+        if do & {"grad", "vjp"}:
+            out["fd"] = mapper(lambda i: fd_element(flat, rest, i), jnp.asarray(elements))
+        if "grad" in do:
+            out["grad"] = ravel_pytree(jax.grad(s)(th))[0]
+        if "vjp" in do:
+            out["vjp"] = ravel_pytree(jax.vjp(lambda t: call(t, rest), th)[1](u)[0])[0]
+        if "jvp" in do:
+            out["jvp"] = mapper(lambda k: jvp_and_fd(flat, rest, k), jnp.arange(len(theta)))
+        return out
+
+    def python_map(fn, xs):
+        results = [fn(x) for x in xs]
+        return jax.tree_util.tree_map(lambda *r: jnp.stack(r), *results)
+
+    def run(evaluate):
+        try:
+            return evaluate()
+        except TypeError as err:
+            if "jvp" not in do or "forward-mode" not in str(err):
+                raise
+            skipped["jvp"] = str(err).splitlines()[0]  # e.g. jax.custom_vjp forbids it
+            do.discard("jvp")
+            return evaluate()
+
+    result = None
+    if jit:  # one compiled program computes every number; lax.map keeps memory flat
+        try:
+            # a fresh jit per attempt, so that a retry without jvp is traced anew
+            result = run(
+                lambda: jax.jit(lambda flat, rest: numbers(flat, rest, jax.lax.map))(flat0, rest0)
+            )
         except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
-            jit = False
-    if jit:
-        fd_element, fd_direction = jax.jit(fd_element), jax.jit(fd_direction)
-        auto_grad, auto_vjp, auto_jvp = jax.jit(auto_grad), jax.jit(auto_vjp), jax.jit(auto_jvp)
+            result = None  # a function that needs concrete values: run it eagerly
+    if result is None:
+        result = run(lambda: numbers(flat0, rest0, python_map))
+    result = jax.tree_util.tree_map(np.asarray, result)
 
     fpaths = [paths[k] for k in float_idx]
     shapes = [np.shape(t) for t in theta]
+    bounds = np.concatenate([[0], np.cumsum([len(p) for p in picks])])
     rows: list[LeafCheck] = []
-    skipped: dict[str, str] = {}
-    if "grad" in modes or "vjp" in modes:
-        picks = []
-        for n in sizes:
-            if max_elements is None or n <= max_elements:
-                picks.append(np.arange(n))
-            else:
-                picks.append(np.sort(rng.choice(n, size=max_elements, replace=False)))
-        numeric = [
-            np.array([float(fd_element(flat0, int(off + i))) for i in sel])
-            for off, sel in zip(offsets, picks)
-        ]
-        if "grad" in modes:
-            auto = auto_grad(theta)
-            rows += _elementwise_rows("grad", auto, numeric, picks, fpaths, shapes, rtol, atol)
-        if "vjp" in modes:
-            try:
-                auto = auto_vjp(theta, u)
-                rows += _elementwise_rows("vjp", auto, numeric, picks, fpaths, shapes, rtol, atol)
-            except TypeError as err:  # pragma: no cover - vjp is defined whenever grad is
-                skipped["vjp"] = str(err).splitlines()[0]
-    if "jvp" in modes:
+    if "fd" in result:
+        numeric = [result["fd"][a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        for mode in ("grad", "vjp"):
+            if mode in result:
+                auto = [result[mode][a : a + n] for a, n in zip(offsets[:-1], sizes)]
+                rows += _elementwise_rows(mode, auto, numeric, picks, fpaths, shapes, rtol, atol)
+    if "jvp" in result:
+        autos, nums = result["jvp"]
         for k, n in enumerate(sizes):
-            v = np.zeros(int(offsets[-1]))
-            d = rng.standard_normal(n)
-            v[offsets[k] : offsets[k] + n] = d / max(np.linalg.norm(d), 1e-300)
-            v = jnp.asarray(v, flat0.dtype)
-            try:
-                tangent_out = auto_jvp(theta, unravel(v))
-            except TypeError as err:
-                skipped["jvp"] = str(err).splitlines()[0]
-                break
-            num = float(fd_direction(flat0, v))
-            rows.append(_row("jvp", fpaths[k], None, float(tangent_out), num, rtol, atol, n))
+            rows.append(_row("jvp", fpaths[k], None, autos[k], nums[k], rtol, atol, n))
     return GradCheckReport(rows=rows, rtol=rtol, atol=atol, eps=eps, skipped=skipped)
 
 

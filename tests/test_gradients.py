@@ -27,6 +27,7 @@ from funcnn.gradients import (
 TOL = dict(rtol=1e-10, atol=1e-10)
 # every example compiles both sides once (jit), so a few examples cover many shapes fast
 SETTINGS = settings(max_examples=8, deadline=None, derandomize=True)
+CONV_SETTINGS = settings(max_examples=6, deadline=None, derandomize=True)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -149,7 +150,7 @@ PADDINGS = st.one_of(
 )
 
 
-@SETTINGS
+@CONV_SETTINGS
 @given(
     n=st.integers(1, 2),
     hw=st.tuples(st.integers(3, 7), st.integers(3, 7)),
@@ -188,7 +189,7 @@ def _lax_max_pool(x, window, stride):
     return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, dims, strides, "VALID")
 
 
-@SETTINGS
+@CONV_SETTINGS
 @given(
     n=st.integers(1, 2),
     hw=st.tuples(st.integers(2, 7), st.integers(2, 7)),
