@@ -26,8 +26,8 @@ from funcnn.gradients import (
 
 TOL = dict(rtol=1e-10, atol=1e-10)
 # every example compiles both sides once (jit), so a few examples cover many shapes fast
-SETTINGS = settings(max_examples=8, deadline=None, derandomize=True)
-CONV_SETTINGS = settings(max_examples=6, deadline=None, derandomize=True)
+SETTINGS = settings(max_examples=6, deadline=None, derandomize=True)
+CONV_SETTINGS = settings(max_examples=5, deadline=None, derandomize=True)
 
 
 @pytest.fixture(autouse=True, scope="module")
