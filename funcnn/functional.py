@@ -312,7 +312,10 @@ def lrn(x: Array, k: float = 2.0, n: int = 5, alpha: float = 1e-4, beta: float =
 
     Args:
       x: activations with channels last, e.g. NHWC ``(n, H, W, C)``.
-      k, n, alpha, beta: the paper's hyper-parameters (defaults 2, 5, 1e-4, 0.75).
+      k: the additive constant (the paper's 2).
+      n: the number of neighbouring channels summed over (the paper's 5).
+      alpha: the scale of the sum of squares (the paper's 1e-4).
+      beta: the exponent (the paper's 0.75).
 
     >>> import jax.numpy as jnp
     >>> round(float(lrn(jnp.ones((1, 1, 1, 1)))[0, 0, 0, 0]), 6)  # 1 / (2 + 1e-4)^0.75
