@@ -107,7 +107,9 @@ def measure(wl, runners, rounds: int, min_time: float):
             t = time.perf_counter()
             for _ in range(reps[name]):
                 runners[name].unit()
-            per_unit[name].append((time.perf_counter() - t) / reps[name])
+            per_unit[name].append(
+                (time.perf_counter() - t) / reps[name] / runners[name].units_per_call
+            )
     return {n: statistics.median(v) for n, v in per_unit.items()}, compile_s
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "train_val_split",
     "batches",
     "as_key",
+    "shuffle",
     "spirals",
     "circles",
     "moons",
@@ -43,6 +44,54 @@ def as_key(key: jax.Array | int, argument: str = "key") -> jax.Array:
     if isinstance(key, jax.Array):
         return key
     raise TypeError(f"{argument}: expected a jax.random key or an int seed, got {key!r}")
+
+
+def _mix32(v):
+    """A 32-bit integer hash (the finalizer of MurmurHash3): an avalanche of every bit."""
+    import jax.numpy as jnp
+
+    v = v ^ (v >> 16)
+    v = v * jnp.uint32(0x85EBCA6B)
+    v = v ^ (v >> 13)
+    v = v * jnp.uint32(0xC2B2AE35)
+    return v ^ (v >> 16)
+
+
+def shuffle(key: jax.Array, n: int, rounds: int = 6) -> jax.Array:
+    """A pseudo-random permutation of ``0 … n−1`` without sorting: ``perm[i] = π_key(i)``.
+
+    ``π_key`` is a balanced Feistel network on ``2h`` bits (``4^h ≥ n``), with ``rounds``
+    rounds ``(L, R) ↦ (R, L ⊕ F(R ⊕ k_r))``, ``F`` a 32-bit hash and ``k_r`` drawn from
+    ``key``; a Feistel network is a bijection, and *cycle walking* (apply ``π`` again while
+    the value is ``≥ n``) restricts it to a bijection of ``[0, n)``. Every element is
+    computed independently, so the whole permutation is a few fused integer operations per
+    element, where ``jax.random.permutation`` sorts (the same idea as TensorFlow's
+    ``index_shuffle``). ``fit`` shuffles each epoch with it.
+
+    >>> import jax
+    >>> sorted(shuffle(jax.random.key(0), 10).tolist()) == list(range(10))
+    True
+    """
+    import jax.numpy as jnp
+
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"shuffle: n must be a positive int, got {n!r}")
+    half = max(1, (int(n - 1).bit_length() + 1) // 2)
+    mask = jnp.uint32((1 << half) - 1)
+    keys = jax.random.bits(key, (rounds,), jnp.uint32)
+
+    def permute(v):
+        left, right = v >> half, v & mask
+        for r in range(rounds):
+            left, right = right, left ^ (_mix32(right ^ keys[r]) & mask)
+        return (left << half) | right
+
+    def walk(v):
+        return jax.lax.while_loop(
+            lambda v: jnp.any(v >= n), lambda v: jnp.where(v >= n, permute(v), v), permute(v)
+        )
+
+    return walk(jnp.arange(n, dtype=jnp.uint32)).astype(jnp.int32)
 
 
 def check_xy(x, y, who: str = "data") -> tuple[np.ndarray, np.ndarray]:

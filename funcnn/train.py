@@ -16,6 +16,7 @@ This module knows models only through their ``apply`` function (and, if present,
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -31,6 +32,7 @@ import optax
 
 from . import checkpoint
 from .data import as_key, check_xy
+from .data import shuffle as shuffle_indices
 
 __all__ = ["train_step", "evaluate", "fit", "FitResult", "NonFiniteError"]
 
@@ -379,6 +381,85 @@ class _Checkpoints:
         return False
 
 
+class _Programs(NamedTuple):
+    """The compiled pieces of an epoch, shared by every ``fit`` call with the same setup."""
+
+    order: Callable  # (key, epoch) -> (epoch_key, perm)
+    loop_step: Callable  # one step on perm[s·B : s·B + size]
+    scan_steps: Callable  # steps first .. first + length − 1 as one lax.scan
+
+
+def _epoch_order(key, epoch, n: int, shuffle: bool):
+    """``k_e = fold_in(key, e)`` and epoch ``e``'s order of the ``n`` examples."""
+    epoch_key = jax.random.fold_in(key, epoch)
+    if not shuffle:
+        return epoch_key, jnp.arange(n, dtype=jnp.int32)
+    return epoch_key, shuffle_indices(jax.random.fold_in(epoch_key, 0), n)
+
+
+def _build_programs(
+    apply, loss, optimizer, metrics, guard, batch_size, n, shuffle, mesh, pregather=True
+):
+    step = _make_step(apply, loss, optimizer, dict(metrics), guard)
+    if mesh is not None:
+        from . import distributed
+
+        step = distributed.data_parallel(step, mesh, batch_argnums=(2, 3))
+
+    def order(key, epoch):
+        return _epoch_order(key, epoch, n, shuffle)
+
+    def loop_step(params, opt_state, live, xs, ys, perm, s, epoch_key, *, size):
+        idx = jax.lax.dynamic_slice_in_dim(perm, s * batch_size, size)
+        key = jax.random.fold_in(epoch_key, s + 1)
+        return step(params, opt_state, xs[idx], ys[idx], key, live)
+
+    def scan_steps(params, opt_state, xs, ys, key, epoch, first, *, length):
+        # the epoch's shuffle fused into the same program; the segment's examples gathered
+        # in one go (or batch by batch, for data too large to copy)
+        epoch_key, perm = order(key, epoch)
+        idx = jax.lax.dynamic_slice_in_dim(perm, first * batch_size, length * batch_size)
+        idx = idx.reshape(length, batch_size)
+        xb, yb = (xs[idx], ys[idx]) if pregather else (idx, idx)
+
+        def batch(xi, yi):
+            return (xi, yi) if pregather else (xs[xi], ys[yi])
+
+        def body(carry, inp):
+            p, o, live = carry
+            xi, yi, s = inp
+            xi, yi = batch(xi, yi)
+            key_s = jax.random.fold_in(epoch_key, s + 1)
+            p, o, logs, finite, live = step(p, o, xi, yi, key_s, live)
+            return (p, o, live), (logs, finite)
+
+        (params, opt_state, _), (logs, finite) = jax.lax.scan(
+            body,
+            (params, opt_state, jnp.asarray(True)),
+            (xb, yb, first + jnp.arange(length)),
+        )
+        return params, opt_state, logs, finite
+
+    return _Programs(
+        jax.jit(order),
+        jax.jit(loop_step, static_argnames="size", donate_argnums=(0, 1)),
+        jax.jit(scan_steps, static_argnames="length", donate_argnums=(0, 1)),
+    )
+
+
+_PREGATHER_BYTES = 256 * 2**20  # larger training sets are gathered batch by batch
+_cached_programs = functools.lru_cache(maxsize=32)(_build_programs)
+
+
+def _programs(*args) -> _Programs:
+    """Cached by the model's apply, the loss, optimizer and shapes: a second ``fit`` with
+    the same setup (a notebook re-run, a resumed run) compiles nothing."""
+    try:
+        return _cached_programs(*args)
+    except TypeError:  # something unhashable in the setup: build afresh
+        return _build_programs(*args)
+
+
 def fit(
     model,
     params,
@@ -413,7 +494,7 @@ def fit(
     Each epoch shuffles the ``n`` examples (from ``key``; the same key gives bit-identical
     results) and takes ``⌈n / batch_size⌉`` steps ``θ ← update(θ, ∇L_batch(θ))``. With
     ``k_e = fold_in(key, e)``, epoch ``e`` visits the examples in the order
-    ``permutation(fold_in(k_e, 0), n)`` and its step ``s`` draws dropout from
+    ``data.shuffle(fold_in(k_e, 0), n)`` and its step ``s`` draws dropout from
     ``fold_in(k_e, s + 1)``, so a run resumed at ``(e, s)`` continues exactly.
     The history's training loss and metrics are each epoch's means over its examples.
 
@@ -531,7 +612,6 @@ def fit(
         raise TypeError(f"fit: resume must be a bool, got {resume!r}")
     _check_labels(apply, loss, params, x, y)
 
-    step = _make_step(apply, loss, optimizer, metrics, on_nonfinite)
     n_full, rem = divmod(n, batch_size)
     n_steps = n_full + (rem > 0)
     x_dev, y_dev = jnp.asarray(x), jnp.asarray(y)
@@ -542,58 +622,35 @@ def fit(
         if rem:
             last = f"the last batch, {n} mod batch_size {batch_size},"
             distributed.check_divisible(rem, mesh, argument=last, who="fit")
-        step = distributed.data_parallel(step, mesh, batch_argnums=(2, 3))
         x_dev, y_dev = distributed.replicate((x, y), mesh)
-
-    def order(epoch_key):
-        return (
-            jax.random.permutation(jax.random.fold_in(epoch_key, 0), n)
-            if shuffle
-            else (jnp.arange(n))
-        )
-
-    @jax.jit
-    def indices(epoch_key):
-        return order(epoch_key)
-
-    def loop_step(params, opt_state, live, xs, ys, perm, s, epoch_key, *, size):
-        idx = jax.lax.dynamic_slice_in_dim(perm, s * batch_size, size)
-        key = jax.random.fold_in(epoch_key, s + 1)
-        return step(params, opt_state, xs[idx], ys[idx], key, live)
-
-    loop_step = jax.jit(loop_step, static_argnames="size", donate_argnums=(0, 1))
-
-    def scan_steps(params, opt_state, xs, ys, perm, first, epoch_key, *, length):
-        idx = jax.lax.dynamic_slice_in_dim(perm, first * batch_size, length * batch_size)
-
-        def body(carry, inp):
-            p, o, live = carry
-            i, s = inp
-            key = jax.random.fold_in(epoch_key, s + 1)
-            p, o, logs, finite, live = step(p, o, xs[i], ys[i], key, live)
-            return (p, o, live), (logs, finite)
-
-        (params, opt_state, _), (logs, finite) = jax.lax.scan(
-            body,
-            (params, opt_state, jnp.asarray(True)),
-            (idx.reshape(length, batch_size), first + jnp.arange(length)),
-        )
-        return params, opt_state, logs, finite
-
-    scan_steps = jax.jit(scan_steps, static_argnames="length", donate_argnums=(0, 1))
+    metrics_key = tuple(metrics.items())
+    pregather = x.nbytes + y.nbytes <= _PREGATHER_BYTES
+    programs = _programs(
+        apply,
+        loss,
+        optimizer,
+        metrics_key,
+        on_nonfinite,
+        batch_size,
+        n,
+        bool(shuffle),
+        mesh,
+        pregather,
+    )
     eval_fn = _eval_fn(apply, loss, metrics) if validation_data is not None else None
 
-    def run_steps(params, opt_state, perm, epoch_key, first, stop):
+    def run_steps(params, opt_state, epoch, first, stop):
         """Steps ``first .. stop - 1`` of an epoch: one scan, or one jitted call each."""
         if scan and stop <= n_full:
-            params, opt_state, logs, finite = scan_steps(
-                params, opt_state, x_dev, y_dev, perm, first, epoch_key, length=stop - first
+            params, opt_state, logs, finite = programs.scan_steps(
+                params, opt_state, x_dev, y_dev, st.key, epoch, first, length=stop - first
             )
             return params, opt_state, [batch_size] * (stop - first), finite, logs
+        epoch_key, perm = programs.order(st.key, epoch)
         sizes, flags, step_logs, live = [], [], [], jnp.asarray(True)
         for s in range(first, stop):
             size = min(batch_size, n - s * batch_size)
-            params, opt_state, logs, finite, live = loop_step(
+            params, opt_state, logs, finite, live = programs.loop_step(
                 params, opt_state, live, x_dev, y_dev, perm, s, epoch_key, size=size
             )
             sizes.append(size)
@@ -634,12 +691,10 @@ def fit(
     try:
         while st.epoch < epochs and not st.stopped:
             epoch = st.epoch
-            epoch_key = jax.random.fold_in(st.key, epoch)
-            perm = indices(epoch_key)
             while st.step < n_steps:
                 stop = segment_end(epoch, st.step)
                 params, opt_state, sizes, finite, logs = run_steps(
-                    st.params, st.opt_state, perm, epoch_key, st.step, stop
+                    st.params, st.opt_state, epoch, st.step, stop
                 )
                 finite = np.asarray(finite, bool)
                 if on_nonfinite == "raise" and not finite.all():

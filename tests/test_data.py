@@ -71,3 +71,41 @@ def test_batches_cover_every_example_once():
 def test_bad_data_arguments(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 64, 100, 1000, 4097])
+def test_shuffle_is_a_permutation(n):
+    import jax
+
+    perm = np.asarray(data.shuffle(jax.random.key(n), n))
+    assert sorted(perm.tolist()) == list(range(n))
+    jitted = np.asarray(jax.jit(data.shuffle, static_argnums=1)(jax.random.key(n), n))
+    np.testing.assert_array_equal(perm, jitted)
+
+
+def test_shuffle_positions_are_uniform_and_keys_differ():
+    import jax
+
+    n, trials = 8, 4000
+    keys = jax.random.split(jax.random.key(0), trials)
+    perms = np.asarray(jax.vmap(lambda k: data.shuffle(k, n))(keys))
+    # every element lands in every position about trials/n times: a chi-square test over
+    # the 8×8 table (49 degrees of freedom; the 0.999 quantile is about 85.4)
+    counts = np.stack([np.bincount(perms[:, j], minlength=n) for j in range(n)])
+    expected = trials / n
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 85.4, chi2
+    # distinct keys give distinct orders (8! = 40320 orders; collisions are rare)
+    assert len({tuple(p) for p in perms.tolist()}) > 0.9 * trials
+    # neighbours are not kept together: i and i+1 rarely stay adjacent
+    adjacent = np.mean(
+        np.abs(np.argsort(perms, axis=1)[:, 1:] - np.argsort(perms, axis=1)[:, :-1]) == 1
+    )
+    assert adjacent < 0.4
+
+
+def test_shuffle_bad_n():
+    import jax
+
+    with pytest.raises(ValueError, match="shuffle: n must be a positive int"):
+        data.shuffle(jax.random.key(0), 0)

@@ -10,6 +10,7 @@ import numpy as np
 import optax
 import pytest
 
+from funcnn import data as fn_data
 from funcnn import losses, models
 from funcnn.train import NonFiniteError, fit
 from tests.reliability_support import all_finite, use_compile_cache
@@ -31,7 +32,7 @@ def _params():
 
 def _first_bad_step_by_hand(x, y, lr, key):
     """Plain SGD over fit's documented epoch-0 order; the first step that is not finite."""
-    perm = np.asarray(jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, 0), 0), N))
+    perm = np.asarray(fn_data.shuffle(jax.random.fold_in(jax.random.fold_in(key, 0), 0), N))
     grad = jax.jit(jax.value_and_grad(lambda p, xb, yb: losses.mse(MODEL.apply(p, xb), yb)))
     params = _params()
     for s in range(N // BATCH):
@@ -91,7 +92,7 @@ def test_a_nan_example_is_found_in_the_step_that_holds_it():
     x, y = _data()
     x[13, 1] = np.nan
     perm = np.asarray(
-        jax.random.permutation(jax.random.fold_in(jax.random.fold_in(jax.random.key(4), 0), 0), N)
+        fn_data.shuffle(jax.random.fold_in(jax.random.fold_in(jax.random.key(4), 0), 0), N)
     )
     step = int(np.flatnonzero(perm == 13)[0]) // BATCH
     for scan in (False, True):
@@ -159,7 +160,7 @@ def test_a_finite_run_is_plain_minibatch_sgd(scan):
     grad = jax.jit(jax.value_and_grad(lambda p, xb, yb: losses.mse(MODEL.apply(p, xb), yb)))
     params, history = _params(), []
     for epoch in range(2):
-        order = jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, epoch), 0), N)
+        order = fn_data.shuffle(jax.random.fold_in(jax.random.fold_in(key, epoch), 0), N)
         batch_losses = []
         for s in range(N // BATCH):
             idx = np.asarray(order)[s * BATCH : (s + 1) * BATCH]
