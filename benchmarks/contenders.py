@@ -174,6 +174,13 @@ def build_raw_jax(wl, x, y):
     return _jax_runner(wl, x, y, params, raw_apply(wl.ops))
 
 
+def build_raw_jax_shuffled(wl, x, y):
+    import jax.numpy as jnp
+
+    params = [{k: jnp.asarray(v) for k, v in p.items()} for p in wl.params]
+    return _jax_runner(wl, x, y, params, raw_apply(wl.ops), shuffle=True)
+
+
 def build_raw_jax_loop(wl, x, y):
     import jax.numpy as jnp
 
@@ -233,9 +240,20 @@ def build_funcnn(wl, x, y):
         # fit itself, scan-compiled epochs with its default shuffle and non-finite guard;
         # EPOCHS epochs a call so its per-call set-up is amortized as in real use
         def unit():
-            r = fn.fit(model, state["p"], x, y, loss=loss, optimizer=opt, epochs=FIT_EPOCHS,
-                       batch_size=wl.batch, scan=True, metrics={}, progress=False,
-                       opt_state=state["o"])
+            r = fn.fit(
+                model,
+                state["p"],
+                x,
+                y,
+                loss=loss,
+                optimizer=opt,
+                epochs=FIT_EPOCHS,
+                batch_size=wl.batch,
+                scan=True,
+                metrics={},
+                progress=False,
+                opt_state=state["o"],
+            )
             state["p"], state["o"] = r.params, r.opt_state
             jax.block_until_ready(r.params)
 
@@ -606,6 +624,7 @@ def build_torch_compile(wl, x, y):
 BUILDERS = {
     "funcnn": build_funcnn,
     "raw_jax": build_raw_jax,
+    "raw_jax_shuffled": build_raw_jax_shuffled,
     "raw_jax_loop": build_raw_jax_loop,
     "flax_linen": build_flax_linen,
     "flax_nnx": build_flax_nnx,

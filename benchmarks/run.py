@@ -50,7 +50,7 @@ def matmul_ceiling(n: int = 2048, reps: int = 10) -> float:
 def contenders_for(workload: str, selected: list[str]) -> list[str]:
     names = [c for c in selected if c in BUILDERS]
     if workload != "epoch":
-        names = [c for c in names if c != "raw_jax_loop"]
+        names = [c for c in names if c not in ("raw_jax_loop", "raw_jax_shuffled")]
     return names
 
 
