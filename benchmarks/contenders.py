@@ -77,6 +77,7 @@ def _jax_runner(
     *,
     scan: bool = True,
     loss_fn: Callable | None = None,
+    shuffle: bool = False,
 ) -> Runner:
     """A runner for a pure JAX ``apply(params, x)``, optimized with optax, jit-compiled."""
     import jax
@@ -97,7 +98,12 @@ def _jax_runner(
     state = {"p": params, "o": opt.init(params)}
     if wl.n_points and scan:
 
-        def epoch(p, o, xs, ys):
+        def epoch(p, o, xs, ys, key):
+            if shuffle:  # the plain way: jax.random.permutation, then one gather
+                perm = jax.random.permutation(key, xs.shape[0] * xs.shape[1])
+                xs = xs.reshape(-1, *xs.shape[2:])[perm].reshape(xs.shape)
+                ys = ys.reshape(-1)[perm].reshape(ys.shape)
+
             def body(c, b):
                 p, o, v = step(*c, *b)
                 return (p, o), v
@@ -106,9 +112,11 @@ def _jax_runner(
             return p, o, v
 
         run = jax.jit(epoch, donate_argnums=(0, 1))
+        state["k"] = jax.random.key(0)
 
         def unit():
-            state["p"], state["o"], v = run(state["p"], state["o"], xs, ys)
+            state["k"], k = jax.random.split(state["k"])
+            state["p"], state["o"], v = run(state["p"], state["o"], xs, ys, k)
             jax.block_until_ready(v)
     else:
         jstep = jax.jit(step, donate_argnums=(0, 1))
