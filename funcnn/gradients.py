@@ -251,7 +251,8 @@ def check_grads(
       modes: any of ``"grad"``, ``"vjp"``, ``"jvp"``. ``jvp`` is skipped, with a note, for
         functions that forbid forward mode (``jax.custom_vjp``).
       eps: the finite-difference step ``h``.
-      rtol, atol: the tolerance above.
+      rtol: the relative tolerance above.
+      atol: the absolute tolerance above.
       max_elements: check at most this many elements per leaf (a random subset), ``None``
         for all.
       key: seed for the cotangent, directions and subsets.
