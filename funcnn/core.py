@@ -10,6 +10,14 @@ Combinators (``serial``, ``parallel``, ``residual``, ...) are layers themselves.
 their children's params by name: a user's name given with :func:`named`, or a stable
 automatic name ``<kind>_<i>`` counted per kind (``dense_0``, ``tanh_0``, ``dense_1``).
 Children without parameters add no key.
+
+Two type aliases name what flows through ``init``:
+
+* ``Shape``: a tuple of ints, the batch (first) dimension possibly ``-1`` for "any",
+  e.g. ``(-1, 28, 28, 1)``; for layers with several inputs or outputs (``parallel``,
+  ``fanout``), a tuple of such tuples.
+* ``Params``: a layer's parameters, a nested dict of arrays such as
+  ``{"hidden": {"w": (2, 3), "b": (3,)}}``; ``{}`` for a layer without parameters.
 """
 
 from __future__ import annotations
@@ -51,10 +59,29 @@ class _Pair(NamedTuple):
 class Layer(_Pair):
     """An ``(init, apply)`` pair, unpackable as ``init, apply = layer``.
 
+    * ``init(key, input_shape) -> (output_shape, params)``: draws the weights for inputs
+      of shape ``input_shape`` (batch possibly ``-1``).
+    * ``apply(params, x, *, key=None, train=False) -> y``: the pure forward pass.
+
     Besides the two functions a layer carries a ``kind`` (the stem of its automatic
     name, e.g. ``"dense"``), an optional user ``name`` and a short ``description`` used
     in error messages and summaries. Models may attach more attributes (``loss``,
-    ``metric``, ``predict``).
+    ``metric``, ``predict``); combinators attach ``children``, a list of
+    ``(name, layer)``.
+
+    The constructor takes ``Layer(init, apply, *, kind="layer", name=None,
+    description=None, **extras)``: ``description`` defaults to ``kind``, and ``extras``
+    become attributes.
+
+    A layer that doubles its input, ``y = 2x``:
+
+    >>> import jax
+    >>> double = Layer(lambda key, s: (s, {}), lambda p, x, **kw: 2 * x, kind="double")
+    >>> init, apply = double
+    >>> init(jax.random.key(0), (-1, 3)), apply({}, 1.5)
+    (((-1, 3), {}), 3.0)
+    >>> double, double.kind, double.name
+    (<Layer double>, 'double', None)
     """
 
     def __new__(
@@ -95,7 +122,19 @@ _PATH_ATTR = "_funcnn_path"
 def layer_scope(name: str) -> Iterator[None]:
     """Prefix a ValueError or TypeError raised inside with the layer's path.
 
-    Nested scopes build paths such as ``mlp/hidden_0: Dense(16) expected ...``.
+    Nested scopes build paths such as ``mlp/hidden_0: Dense(16) expected ...``: the error
+    is raised again as the same type with the message ``"<name>/<inner path>: <message>"``.
+    Subclasses of ValueError / TypeError pass through unchanged.
+
+    Args:
+      name: the layer's name, the path's next component (outermost first).
+
+    >>> try:
+    ...     with layer_scope("mlp"), layer_scope("hidden_0"):
+    ...         raise ValueError("Dense(16) expected inputs of width 3")
+    ... except ValueError as err:
+    ...     print(err)
+    mlp/hidden_0: Dense(16) expected inputs of width 3
     """
     try:
         yield
@@ -115,7 +154,31 @@ def _is_dim(d: Any) -> bool:
 def check_input_shape(
     input_shape: Any, who: str, *, min_rank: int = 1, rank: int | None = None
 ) -> tuple:
-    """Validate a single input shape given to ``init`` and return it as a tuple."""
+    """Validate a single input shape given to ``init`` and return it as a tuple.
+
+    Every dimension must be a positive int, or ``-1`` / ``None`` for an unknown size
+    (``None`` becomes ``-1``).
+
+    Args:
+      input_shape: the shape ``init`` received, e.g. ``(-1, 28, 28, 1)``.
+      who: the layer's description, used in the error messages.
+      min_rank: the smallest accepted rank.
+      rank: the exact rank required, if any.
+
+    Returns:
+      the shape as a tuple of ints.
+
+    Raises:
+      TypeError: ``input_shape`` is not a tuple of valid dimensions.
+      ValueError: its rank is not ``rank`` or is below ``min_rank``.
+
+    >>> check_input_shape([None, 3], "Dense(4)")
+    (-1, 3)
+    >>> check_input_shape((-1, 3), "Conv(6, 5)", rank=4)
+    Traceback (most recent call last):
+    ...
+    ValueError: Conv(6, 5): expected an input of rank 4, got shape (-1, 3)
+    """
     if not isinstance(input_shape, (tuple, list)) or not all(_is_dim(d) for d in input_shape):
         raise TypeError(
             f"{who}: input_shape must be a tuple of positive ints (the batch may be -1), "
@@ -130,7 +193,18 @@ def check_input_shape(
 
 
 def shapes_match(a: Sequence[int], b: Sequence[int]) -> bool:
-    """Shapes are equal, where ``-1`` (an unknown batch) matches any size."""
+    """Shapes are equal, where ``-1`` (an unknown batch) matches any size.
+
+    ``a ~ b`` when ``len(a) == len(b)`` and ``a_i = b_i`` or ``-1 ∈ {a_i, b_i}`` for every
+    ``i``.
+
+    Args:
+      a: a shape, e.g. ``(-1, 3)``.
+      b: another shape.
+
+    >>> shapes_match((-1, 3), (32, 3)), shapes_match((2, 3), (2, 4)), shapes_match((3,), (3, 1))
+    (True, False, False)
+    """
     return len(a) == len(b) and all(x == y or x == -1 or y == -1 for x, y in zip(a, b))
 
 
@@ -223,6 +297,20 @@ def parallel(*layers: Layer) -> Layer:
     """Apply the i-th layer to the i-th input: ``(x_1, ..., x_k) -> (f_1(x_1), ..., f_k(x_k))``.
 
     Use with :func:`fanout` and :func:`fanin_sum` / :func:`fanin_concat` for branches.
+    ``init`` takes a tuple of ``k`` input shapes and returns a tuple of ``k`` output
+    shapes; params are ``{child_name: child_params}`` as in :func:`serial`.
+
+    Args:
+      *layers: the ``k`` branches ``f_1 ... f_k``.
+
+    >>> import jax, jax.numpy as jnp
+    >>> from funcnn.layers import Dense, Tanh
+    >>> init, apply = parallel(Dense(3), Tanh())
+    >>> shapes, params = init(jax.random.key(0), ((-1, 2), (-1, 4)))
+    >>> shapes, sorted(params)
+    (((-1, 3), (-1, 4)), ['dense_0'])
+    >>> [y.shape for y in apply(params, (jnp.ones((5, 2)), jnp.zeros((5, 4))))]
+    [(5, 3), (5, 4)]
     """
     names = _assign_names(layers, "parallel")
 
@@ -263,7 +351,18 @@ def parallel(*layers: Layer) -> Layer:
 
 
 def fanout(n: int) -> Layer:
-    """Copy the input ``n`` times: ``x -> (x, ..., x)``."""
+    """Copy the input ``n`` times: ``x -> (x, ..., x)``.
+
+    Args:
+      n: the number of copies, a positive int; the output is a tuple of ``n`` arrays of
+        the input's shape.
+
+    >>> import jax
+    >>> fanout(2).init(jax.random.key(0), (-1, 3))[0]
+    ((-1, 3), (-1, 3))
+    >>> fanout(3).apply({}, 1.0)
+    (1.0, 1.0, 1.0)
+    """
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"fanout: n must be a positive int, got {n!r}")
 
@@ -277,7 +376,17 @@ def fanout(n: int) -> Layer:
 
 
 def fanin_sum() -> Layer:
-    """Sum a tuple of equally shaped inputs: ``(x_1, ..., x_k) -> Σ x_i``."""
+    """Sum a tuple of equally shaped inputs: ``(x_1, ..., x_k) -> Σ x_i``.
+
+    ``init`` takes a tuple of ``k`` equal shapes (``-1`` matching any size) and returns
+    that shape.
+
+    >>> import jax, jax.numpy as jnp
+    >>> fanin_sum().init(jax.random.key(0), ((-1, 2), (-1, 2)))[0]
+    (-1, 2)
+    >>> fanin_sum().apply({}, (jnp.ones(2), jnp.full(2, 2.0))).tolist()
+    [3.0, 3.0]
+    """
 
     def init(key, input_shape):
         shapes = [check_input_shape(s, "fanin_sum", min_rank=0) for s in input_shape]
@@ -292,7 +401,20 @@ def fanin_sum() -> Layer:
 
 
 def fanin_concat(axis: int = -1) -> Layer:
-    """Concatenate a tuple of inputs along ``axis`` (the last by default)."""
+    """Concatenate a tuple of inputs along ``axis`` (the last by default).
+
+    Inputs of shapes ``(n, ..., d_i, ...)`` that agree on every other axis give
+    ``(n, ..., Σ d_i, ...)``; the batch axis 0 cannot be concatenated.
+
+    Args:
+      axis: the axis to concatenate along.
+
+    >>> import jax, jax.numpy as jnp
+    >>> fanin_concat().init(jax.random.key(0), ((-1, 2), (-1, 3)))[0]
+    (-1, 5)
+    >>> fanin_concat().apply({}, (jnp.ones((4, 2)), jnp.zeros((4, 3)))).shape
+    (4, 5)
+    """
 
     def init(key, input_shape):
         shapes = [check_input_shape(s, "fanin_concat") for s in input_shape]
@@ -321,6 +443,25 @@ def residual(*layers: Layer, shortcut: Layer | None = None) -> Layer:
     With ``shortcut`` (e.g. a projection ``Dense``), ``y = shortcut(x) + f(x)``. The body's
     params are the residual's own params (no extra nesting); a shortcut's go under
     ``"shortcut"``. ``init`` raises a clear error when ``f(x)`` and ``x`` differ in shape.
+
+    Args:
+      *layers: the body ``f``, applied in order; it must keep the shape ``(n, ..., d)``
+        unless a ``shortcut`` maps ``x`` to ``f(x)``'s shape.
+      shortcut: a layer for the skip path, e.g. ``Dense(n)``; ``None`` is the identity.
+
+    >>> import jax, jax.numpy as jnp
+    >>> from funcnn.layers import Dense, Tanh
+    >>> block = residual(Dense(4), Tanh())
+    >>> shape, params = block.init(jax.random.key(0), (-1, 4))
+    >>> shape, sorted(params)
+    ((-1, 4), ['dense_0'])
+    >>> x = jnp.ones((2, 4))
+    >>> f = serial(Dense(4), Tanh())  # the same body: y = x + f(x)
+    >>> bool(jnp.allclose(block.apply(params, x), x + f.apply(params, x)))
+    True
+    >>> shape, params = residual(Dense(3), shortcut=Dense(3)).init(jax.random.key(0), (-1, 2))
+    >>> shape, sorted(params)
+    ((-1, 3), ['b', 'shortcut', 'w'])
     """
     if not layers:
         raise ValueError("residual: needs at least one layer for its body f")

@@ -38,7 +38,25 @@ __all__ = [
 
 
 def as_key(key: jax.Array | int, argument: str = "key") -> jax.Array:
-    """Accept a PRNG key or an int seed."""
+    """Accept a PRNG key or an int seed: ``k = jax.random.key(seed)`` for an int, the key
+    itself otherwise.
+
+    Args:
+      key: a ``jax.random`` key (a scalar key array) or an int seed.
+      argument: the name used in the error message.
+
+    Raises:
+      TypeError: ``key`` is neither.
+
+    >>> import jax
+    >>> k = jax.random.key(1)
+    >>> as_key(k) is k, as_key(7).shape
+    (True, ())
+    >>> as_key("seven", "fit: key")
+    Traceback (most recent call last):
+    ...
+    TypeError: fit: key: expected a jax.random key or an int seed, got 'seven'
+    """
     if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
         return jax.random.key(int(key))
     if isinstance(key, jax.Array):
@@ -95,7 +113,29 @@ def shuffle(key: jax.Array, n: int, rounds: int = 6) -> jax.Array:
 
 
 def check_xy(x, y, who: str = "data") -> tuple[np.ndarray, np.ndarray]:
-    """Check that ``x`` and ``y`` are non-empty arrays with the same number of examples."""
+    """Check that ``x`` and ``y`` are non-empty arrays with the same number of examples.
+
+    Args:
+      x: the inputs, array-like ``(n, ...)``.
+      y: the targets, array-like ``(n, ...)``.
+      who: the caller's name, used in the error messages.
+
+    Returns:
+      ``(x, y)`` as numpy arrays.
+
+    Raises:
+      ValueError: a missing array, no leading axis, different lengths or ``n = 0``.
+      TypeError: a non-numeric array.
+
+    >>> import numpy as np
+    >>> x, y = check_xy([[0.0, 1.0], [2.0, 3.0]], [0, 1])
+    >>> x.shape, y.shape
+    ((2, 2), (2,))
+    >>> check_xy(np.zeros((3, 2)), np.zeros(2), "fit")
+    Traceback (most recent call last):
+    ...
+    ValueError: fit: x and y must have the same length, got 3 and 2
+    """
     if x is None or y is None:
         raise ValueError(f"{who}: x and y must both be given")
     x, y = np.asarray(x), np.asarray(y)
@@ -116,6 +156,21 @@ def train_val_split(x, y, val_fraction: float = 0.2, *, key: jax.Array | int = 0
     """Shuffle and split into ``(x_train, y_train), (x_val, y_val)``.
 
     The validation part has ``round(val_fraction · n)`` examples (at least one).
+
+    Args:
+      x: the inputs, ``(n, ...)``.
+      y: the targets, ``(n, ...)``.
+      val_fraction: the share of examples for validation, in ``(0, 1)``.
+      key: a PRNG key or int seed for the shuffle.
+
+    Returns:
+      ``((x_train, y_train), (x_val, y_val))``.
+
+    >>> import numpy as np
+    >>> x, y = np.arange(20.0).reshape(10, 2), np.arange(10)
+    >>> (x_train, y_train), (x_val, y_val) = train_val_split(x, y, 0.3)
+    >>> x_train.shape, x_val.shape, sorted(y_train.tolist() + y_val.tolist()) == list(range(10))
+    ((7, 2), (3, 2), True)
     """
     x, y = check_xy(x, y, "train_val_split")
     if not 0.0 < val_fraction < 1.0:
@@ -135,7 +190,21 @@ def batches(
     """Iterate over minibatches ``(x_b, y_b)``, shuffled when a key is given.
 
     The last batch is smaller when ``batch_size`` does not divide ``n``, unless
-    ``drop_remainder``.
+    ``drop_remainder``: ``⌈n / batch_size⌉`` batches, or ``⌊n / batch_size⌋``.
+
+    Args:
+      x: the inputs, ``(n, ...)``.
+      y: the targets, ``(n, ...)``.
+      batch_size: the batch size ``m``; each ``x_b`` has shape ``(m, ...)``.
+      key: a PRNG key or int seed to shuffle with; ``None`` keeps the order.
+      drop_remainder: leave out the last, smaller batch.
+
+    >>> import numpy as np
+    >>> x, y = np.zeros((5, 2)), np.arange(5)
+    >>> [yb.tolist() for _, yb in batches(x, y, 2)]
+    [[0, 1], [2, 3], [4]]
+    >>> [xb.shape for xb, _ in batches(x, y, 2, key=0, drop_remainder=True)]
+    [(2, 2), (2, 2)]
     """
     x, y = check_xy(x, y, "batches")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -173,6 +242,23 @@ def spirals(n: int = 400, *, key: jax.Array | int = 0, noise: float = 0.05, turn
     ``θ = 2π · turns · t (+ π)``, ``t ∈ [0, 1]``, plus N(0, noise²) jitter; coordinates lie in
     about [−1, 1]. With the default single turn, a one-hidden-layer tanh network separates
     them, as in the lecture's 2-D demo.
+
+    Args:
+      n: the number of points, ``>= 2``.
+      key: a PRNG key or int seed.
+      noise: the standard deviation of the jitter.
+      turns: how many times each spiral winds around the centre.
+
+    Returns:
+      ``(x, y)``: float32 ``(n, 2)`` points and int32 ``(n,)`` labels.
+
+    >>> import numpy as np
+    >>> x, y = spirals(100, noise=0.0)
+    >>> x.shape, x.dtype, y.shape, np.bincount(y).tolist()
+    ((100, 2), dtype('float32'), (100,), [50, 50])
+    >>> r = np.hypot(x[:, 0], x[:, 1])  # r = 0.1 + 0.9 t
+    >>> round(float(r.min()), 4), round(float(r.max()), 4)
+    (0.1, 1.0)
     """
     n = _check_n(n, "spirals")
     k1, k2 = jax.random.split(as_key(key))
@@ -187,7 +273,26 @@ def spirals(n: int = 400, *, key: jax.Array | int = 0, noise: float = 0.05, turn
 
 
 def circles(n: int = 400, *, key: jax.Array | int = 0, noise: float = 0.05, factor: float = 0.5):
-    """A small circle (class 1, radius ``factor``) inside a large one (class 0, radius 1)."""
+    """A small circle (class 1, radius ``factor``) inside a large one (class 0, radius 1).
+
+    Point ``i`` sits at ``r (cos θ, sin θ)`` with ``θ ~ U(0, 2π)``, plus N(0, noise²)
+    jitter.
+
+    Args:
+      n: the number of points, ``>= 2``.
+      key: a PRNG key or int seed.
+      noise: the standard deviation of the jitter.
+      factor: the radius of the inner circle.
+
+    Returns:
+      ``(x, y)``: float32 ``(n, 2)`` points and int32 ``(n,)`` labels.
+
+    >>> import numpy as np
+    >>> x, y = circles(100, noise=0.0, factor=0.5)
+    >>> r = np.hypot(x[:, 0], x[:, 1])
+    >>> bool(np.allclose(r[y == 1], 0.5)), bool(np.allclose(r[y == 0], 1.0))
+    (True, True)
+    """
     n = _check_n(n, "circles")
     k1, k2, k3 = jax.random.split(as_key(key), 3)
     y = _labels(n)
@@ -199,7 +304,28 @@ def circles(n: int = 400, *, key: jax.Array | int = 0, noise: float = 0.05, fact
 
 
 def moons(n: int = 400, *, key: jax.Array | int = 0, noise: float = 0.1):
-    """Two interleaving half circles (as scikit-learn's ``make_moons``), centred near 0."""
+    """Two interleaving half circles (as scikit-learn's ``make_moons``), centred near 0.
+
+    With ``t ~ U(0, π)``: class 0 at ``(cos t, sin t)``, class 1 at
+    ``(1 − cos t, 0.5 − sin t)``, both shifted by ``(−0.5, −0.25)``, plus N(0, noise²)
+    jitter.
+
+    Args:
+      n: the number of points, ``>= 2``.
+      key: a PRNG key or int seed.
+      noise: the standard deviation of the jitter.
+
+    Returns:
+      ``(x, y)``: float32 ``(n, 2)`` points and int32 ``(n,)`` labels.
+
+    >>> import numpy as np
+    >>> x, y = moons(100, noise=0.0)
+    >>> x.shape, np.bincount(y).tolist()
+    ((100, 2), [50, 50])
+    >>> upper = x[y == 0] + [0.5, 0.25]  # on the unit circle
+    >>> bool(np.allclose(np.hypot(upper[:, 0], upper[:, 1]), 1.0, atol=1e-6))
+    True
+    """
     n = _check_n(n, "moons")
     k1, k2, k3 = jax.random.split(as_key(key), 3)
     y = _labels(n)
@@ -212,7 +338,24 @@ def moons(n: int = 400, *, key: jax.Array | int = 0, noise: float = 0.1):
 
 
 def xor(n: int = 400, *, key: jax.Array | int = 0, noise: float = 0.0):
-    """Points uniform in [−1, 1]², class 1 where ``x₁ · x₂ < 0`` (not linearly separable)."""
+    """Points uniform in [−1, 1]², class 1 where ``x₁ · x₂ < 0`` (not linearly separable).
+
+    The labels come from the points before the N(0, noise²) jitter, so the classes are
+    about, not exactly, balanced.
+
+    Args:
+      n: the number of points, ``>= 2``.
+      key: a PRNG key or int seed.
+      noise: the standard deviation of the jitter.
+
+    Returns:
+      ``(x, y)``: float32 ``(n, 2)`` points and int32 ``(n,)`` labels.
+
+    >>> import numpy as np
+    >>> x, y = xor(100)
+    >>> x.shape, bool(np.all((x[:, 0] * x[:, 1] < 0) == (y == 1)))
+    ((100, 2), True)
+    """
     n = _check_n(n, "xor")
     k1, k2, k3 = jax.random.split(as_key(key), 3)
     x = np.asarray(jax.random.uniform(k1, (n, 2), minval=-1.0, maxval=1.0))
@@ -222,7 +365,25 @@ def xor(n: int = 400, *, key: jax.Array | int = 0, noise: float = 0.0):
 
 
 def blobs(n: int = 400, *, key: jax.Array | int = 0, std: float = 0.3, distance: float = 2.0):
-    """Two Gaussian blobs at ``(±distance/2, ±distance/2)``: linearly separable."""
+    """Two Gaussian blobs at ``(±distance/2, ±distance/2)``: linearly separable.
+
+    Class 0 is ``N((−d/2, −d/2), std² I)``, class 1 ``N((d/2, d/2), std² I)`` with
+    ``d = distance``.
+
+    Args:
+      n: the number of points, ``>= 2``.
+      key: a PRNG key or int seed.
+      std: the standard deviation of each blob.
+      distance: the centres' distance along each axis.
+
+    Returns:
+      ``(x, y)``: float32 ``(n, 2)`` points and int32 ``(n,)`` labels.
+
+    >>> import numpy as np
+    >>> x, y = blobs(200)
+    >>> np.round(x[y == 1].mean(axis=0)).tolist(), np.round(x[y == 0].mean(axis=0)).tolist()
+    ([1.0, 1.0], [-1.0, -1.0])
+    """
     n = _check_n(n, "blobs")
     k1, k2 = jax.random.split(as_key(key))
     y = _labels(n)

@@ -69,6 +69,11 @@ class LeafCheck:
     for ``jvp`` where the check is along one random direction of the whole leaf.
     ``auto`` and ``numeric`` are the two values compared at that element; ``score`` is how
     far outside the tolerance it lies, ``abs_error / (atol + rtol·|numeric|)`` (≤ 1 passes).
+
+    Fields: ``mode`` (``"grad"``, ``"vjp"`` or ``"jvp"``); ``path`` (the leaf, e.g.
+    ``"hidden_0/w"``); ``index``; ``auto``; ``numeric``; ``abs_error = |auto − numeric|``;
+    ``rel_error = abs_error / max(|auto|, |numeric|)``; ``ok``; ``checked`` (how many
+    elements of the leaf were compared); ``score``; ``note`` (why a row was not checked).
     """
 
     mode: str
@@ -85,7 +90,11 @@ class LeafCheck:
 
 
 class GradCheckError(AssertionError):
-    """Raised by :func:`check_grads` with ``raise_on_failure=True`` when a check fails."""
+    """Raised by :func:`check_grads` with ``raise_on_failure=True`` when a check fails.
+
+    Its message is ``"gradient check failed"`` followed by the report's table; an
+    ``AssertionError``, so test runners show it as a failed assertion.
+    """
 
 
 @dataclass
@@ -95,6 +104,14 @@ class GradCheckReport:
     ``ok`` is true when every row is within ``atol + rtol·|numeric|``. ``worst_path``,
     ``worst_index``, ``abs_error`` and ``rel_error`` describe the worst row. ``str(report)``
     is a table.
+
+    Fields: ``rows`` (the :class:`LeafCheck` rows), ``rtol``, ``atol``, ``eps`` (the
+    finite-difference step ``h``) and ``skipped`` (``{mode: why}`` for modes not run).
+
+    >>> import jax.numpy as jnp
+    >>> report = check_grads(lambda p: jnp.sum(p["w"] ** 3), ({"w": jnp.array([1.0, 2.0])},))
+    >>> report.ok, report.worst_path, sorted({r.mode for r in report.rows})
+    (True, 'w', ['grad', 'jvp', 'vjp'])
     """
 
     rows: list[LeafCheck]
@@ -444,7 +461,17 @@ def _check(f, args, nums, modes, eps, rtol, atol, max_elements, key, jit) -> Gra
 
 @dataclass
 class Comparison:
-    """Leaf-by-leaf agreement of two pytrees: rows of ``(path, shape, max_abs, max_rel, ok)``."""
+    """Leaf-by-leaf agreement of two pytrees: rows of ``(path, shape, max_abs, max_rel, ok)``.
+
+    ``max_abs = max |auto − ref|`` and ``max_rel = max |auto − ref| / max(|auto|, |ref|)``
+    over the leaf; ``ok`` is true for the whole comparison when every leaf agrees;
+    ``str(comparison)`` is the table :func:`compare` prints.
+
+    >>> import jax.numpy as jnp
+    >>> c = compare({"w": jnp.array([1.0, 2.0])}, {"w": jnp.array([1.0, 2.5])}, file=None)
+    >>> c.ok, c.max_abs, c.rows[0][:2]
+    (False, 0.5, ('w', (2,)))
+    """
 
     rows: list[tuple[str, tuple[int, ...], float, float, bool]]
 

@@ -66,6 +66,13 @@ class Node:
     ``kind`` is ``"input"`` (an argument leaf), ``"const"`` (a literal or captured array)
     or ``"op"`` (one primitive); ``inputs`` are the ids of the nodes it reads. ``value`` is
     its forward value and ``grad`` is ``∂f/∂node`` (``None`` for integer or boolean nodes).
+    ``id`` is its position in :attr:`Graph.nodes`, ``name`` a unique label (``x``,
+    ``mul_0``), ``op`` the primitive's name (``"input"`` / ``"const"`` otherwise) and
+    ``params`` the primitive's parameters.
+
+    >>> node = trace(lambda x: x * x, 3.0).nodes[-1]  # f = x·x at x = 3
+    >>> node.op, node.kind, node.inputs, float(node.value), float(node.grad)
+    ('mul', 'op', (0, 0), 9.0, 1.0)
     """
 
     id: int
@@ -137,6 +144,13 @@ class Graph:
     * ``graph.arg_grads``: the partials of the inputs, shaped like the args (they equal
       ``jax.grad(f, argnums=range(len(args)))(*args)``).
     * ``graph.table()``, ``graph.to_dot()``, ``graph.draw(path)``.
+
+    >>> import jax.numpy as jnp
+    >>> g = trace(lambda w, x: jnp.tanh(w * x), 0.5, 2.0)
+    >>> len(g), g.output.op, round(float(g.value), 4)
+    (4, 'tanh', 0.7616)
+    >>> [round(float(d), 4) for d in g.arg_grads]  # x(1 − tanh²(wx)), w(1 − tanh²(wx))
+    [0.8399, 0.21]
     """
 
     def __init__(self, nodes: list[Node], output: int, arg_treedef, input_ids: list[int]):

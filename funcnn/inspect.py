@@ -53,7 +53,12 @@ def _param_bytes(params: Params) -> int:
 
 
 class Row(NamedTuple):
-    """One line of a :class:`Summary`: a layer's path, description, output shape, params."""
+    """One line of a :class:`Summary`: a layer's path, description, output shape, params.
+
+    Fields: ``path`` (e.g. ``"hidden_0"`` or ``"residual_0/dense_0"``), ``layer`` (its
+    description, ``"Dense(16)"``), ``output_shape``, ``params`` (its parameter count,
+    children included) and ``depth`` (how deeply it is nested, 0 at the top).
+    """
 
     path: str
     layer: str
@@ -73,6 +78,12 @@ class Summary(NamedTuple):
 
     ``rows`` lists every layer depth-first (a combinator's row counts all its children's
     parameters); ``total`` is the model's parameter count and ``bytes`` their storage.
+    ``title`` heads the table; ``input_shape`` and ``output_shape`` are the model's.
+
+    >>> from funcnn.layers import Dense
+    >>> s = summary(Dense(3), (-1, 2))
+    >>> s.rows[0], s.total, s.bytes
+    (Row(path='dense', layer='Dense(3)', output_shape=(-1, 3), params=9, depth=0), 9, 36)
     """
 
     title: str
@@ -223,6 +234,20 @@ def feature_maps(
     """The feature maps of ``x`` after each layer of the given kinds (convolutions).
 
     Returns ``[(path, maps), ...]`` with ``maps`` the layer's NHWC output for ``x``.
+
+    Args:
+      model: a serial chain of layers (see :func:`intermediates`).
+      params: its params.
+      x: input images ``(n, H, W, C)``.
+      kinds: which layer kinds to keep.
+
+    >>> import jax, jax.numpy as jnp
+    >>> from funcnn.core import serial
+    >>> from funcnn.layers import Conv, Relu
+    >>> model = serial(Conv(2, 3), Relu(), Conv(4, 3))
+    >>> _, params = model.init(jax.random.key(0), (-1, 5, 5, 1))
+    >>> [(path, y.shape) for path, y in feature_maps(model, params, jnp.ones((1, 5, 5, 1)))]
+    [('conv_0', (1, 3, 3, 2)), ('conv_1', (1, 1, 1, 4))]
     """
     return [(path, y) for path, layer, y in intermediates(model, params, x) if layer.kind in kinds]
 

@@ -46,6 +46,17 @@ def mse(predictions: Array, targets: Array) -> Array:
     This is the lecture's MSE; note that ``optax.l2_loss`` is half of it. Shapes must be
     equal (broadcasting ``(n, 1)`` against ``(n,)`` is a classic silent bug), except that
     predictions of shape ``(n, 1)`` are accepted for targets of shape ``(n,)``.
+
+    Args:
+      predictions: ``y``, shape ``(n, ...)``.
+      targets: ``ỹ``, the same shape (or ``(n,)`` for predictions ``(n, 1)``).
+
+    Returns:
+      the scalar ``L``.
+
+    >>> import jax.numpy as jnp
+    >>> float(mse(jnp.array([1.0, 2.0]), jnp.array([0.0, 4.0])))  # (1² + 2²) / 2
+    2.5
     """
     predictions, targets = _binary_shapes(predictions, targets, "mse", ("predictions", "targets"))
     return jnp.mean(optax.losses.squared_error(predictions, targets))
@@ -56,6 +67,19 @@ def binary_cross_entropy(logits: Array, labels: Array) -> Array:
 
     ``L = −(1/n) Σ [ỹ log σ(z) + (1 − ỹ) log(1 − σ(z))]``, computed as
     ``−ỹ log σ(z) − (1 − ỹ) log σ(−z)`` so that it stays finite for any finite logit.
+
+    Args:
+      logits: ``z``, shape ``(n,)`` or ``(n, 1)``.
+      labels: ``ỹ``, shape ``(n,)``, 0/1 or probabilities.
+
+    Returns:
+      the scalar ``L``.
+
+    >>> import jax.numpy as jnp
+    >>> round(float(binary_cross_entropy(jnp.array([0.0]), jnp.array([1]))), 4)  # log 2
+    0.6931
+    >>> float(binary_cross_entropy(jnp.array([-100.0]), jnp.array([1])))  # finite
+    100.0
     """
     logits, labels = _binary_shapes(logits, labels, "binary_cross_entropy", ("logits", "labels"))
     labels = labels.astype(logits.dtype)
@@ -67,6 +91,19 @@ def binary_cross_entropy_from_probs(probs: Array, labels: Array, eps: float = 1e
 
     ``L = −(1/n) Σ [ỹ log y + (1 − ỹ) log(1 − y)]``. Prefer :func:`binary_cross_entropy`
     on logits: it needs no clipping.
+
+    Args:
+      probs: ``y``, shape ``(n,)`` or ``(n, 1)``.
+      labels: ``ỹ``, shape ``(n,)``, 0/1 or probabilities.
+      eps: the clipping margin.
+
+    Returns:
+      the scalar ``L``.
+
+    >>> import jax.numpy as jnp
+    >>> loss = binary_cross_entropy_from_probs(jnp.array([0.5, 0.9]), jnp.array([1, 1]))
+    >>> round(float(loss), 4)  # (−log 0.5 − log 0.9) / 2
+    0.3993
     """
     probs, labels = _binary_shapes(
         probs, labels, "binary_cross_entropy_from_probs", ("probs", "labels")
@@ -83,6 +120,20 @@ def softmax_cross_entropy(logits: Array, labels: Array) -> Array:
     ``−(1/n) Σ_i log softmax_{ỹ_i}(z_i)``), or one-hot / probability targets of the same
     shape as ``logits``. Integer labels outside ``[0, c)`` raise a ValueError when concrete;
     under ``jit`` they make the loss NaN rather than a silently wrong number.
+
+    Args:
+      logits: ``z``, shape ``(n, c)``.
+      labels: integer classes ``(n,)`` in ``[0, c)``, or targets ``(n, c)``.
+
+    Returns:
+      the scalar ``L``.
+
+    >>> import jax.numpy as jnp
+    >>> logits = jnp.zeros((2, 3))  # uniform: L = log 3
+    >>> round(float(softmax_cross_entropy(logits, jnp.array([0, 2]))), 4)
+    1.0986
+    >>> round(float(softmax_cross_entropy(logits, jnp.eye(3)[jnp.array([0, 2])])), 4)
+    1.0986
     """
     logits, labels = jnp.asarray(logits), jnp.asarray(labels)
     c = logits.shape[-1] if logits.ndim else 0
@@ -120,6 +171,20 @@ def accuracy(outputs: Array, labels: Array, threshold: float = 0.0) -> Array:
     * binary (``outputs`` ``(n,)`` or ``(n, 1)``): predicted class ``z > threshold``; the
       default ``0`` on logits is the lecture's boundary ``σ(z) = 0.5`` (use ``0.5`` on
       probabilities).
+
+    Args:
+      outputs: logits or probabilities, ``(n, c)`` or, binary, ``(n,)`` / ``(n, 1)``.
+      labels: integer classes ``(n,)``, one-hot ``(n, c)``, or binary 0/1 ``(n,)``.
+      threshold: the binary decision threshold on ``outputs``.
+
+    Returns:
+      the scalar ``(1/n) Σ [prediction_i = label_i]``.
+
+    >>> import jax.numpy as jnp
+    >>> float(accuracy(jnp.array([[2.0, 1.0], [0.0, 3.0]]), jnp.array([0, 0])))
+    0.5
+    >>> round(float(accuracy(jnp.array([-1.0, 2.0, 0.5]), jnp.array([0, 1, 0]))), 4)
+    0.6667
     """
     outputs, labels = jnp.asarray(outputs), jnp.asarray(labels)
     several = outputs.ndim >= 1 and outputs.shape[-1] > 1

@@ -61,7 +61,28 @@ HEADS = {
 
 
 def with_head(net: Layer, head: str) -> Layer:
-    """Attach a head's ``loss``, ``metric`` and ``predict`` to a network returning logits."""
+    """Attach a head's ``loss``, ``metric`` and ``predict`` to a network returning logits.
+
+    ``predict(params, x) = a(net.apply(params, x))`` with ``a`` the head's activation:
+    the identity (``"linear"``), ``σ`` (``"sigmoid"``) or ``softmax`` (``"softmax"``).
+
+    Args:
+      net: a layer whose ``apply`` returns the pre-activation outputs ``z``, ``(n, c)``.
+      head: ``"linear"``, ``"sigmoid"`` or ``"softmax"`` (see :data:`HEADS`).
+
+    Returns:
+      a copy of ``net`` with ``head``, ``loss``, ``metric`` and ``predict`` attached.
+
+    >>> import jax, jax.numpy as jnp
+    >>> from funcnn.layers import Dense
+    >>> model = with_head(Dense(3), "softmax")
+    >>> model.head, model.loss.__name__, model.metric.__name__
+    ('softmax', 'softmax_cross_entropy', 'accuracy')
+    >>> _, params = model.init(jax.random.key(0), (-1, 2))
+    >>> p = model.predict(params, jnp.ones((4, 2)))
+    >>> p.shape, bool(jnp.allclose(p.sum(axis=1), 1.0))
+    ((4, 3), True)
+    """
     if head not in HEADS:
         raise ValueError(f"with_head: head must be one of {sorted(HEADS)}, got {head!r}")
     loss, metric, activation = HEADS[head]
@@ -80,7 +101,16 @@ def logistic_regression(d: int | None = None) -> Layer:
     ``L = −(1/n) Σ [ỹ log y + (1 − ỹ) log(1 − y)]``. The decision boundary is ``y = 0.5``,
     i.e. ``wᵀx + b = 0``. Params: ``{"w": (d, 1), "b": (1,)}``.
 
-    ``d``, if given, is checked against the input width at ``init``.
+    Args:
+      d: the input width; if given, it is checked against the input shape at ``init``.
+
+    >>> import jax, jax.numpy as jnp
+    >>> model = logistic_regression(2)
+    >>> shape, params = model.init(jax.random.key(0), (-1, 2))
+    >>> shape, params["w"].shape, params["b"].shape
+    ((-1, 1), (2, 1), (1,))
+    >>> float(model.predict(params, jnp.zeros((1, 2)))[0, 0])  # σ(0) = 0.5
+    0.5
     """
     if d is not None and (isinstance(d, bool) or not isinstance(d, int) or d < 1):
         raise ValueError(f"logistic_regression: d must be a positive int, got {d!r}")
@@ -117,6 +147,25 @@ def mlp(
     Heads (the lecture's three): ``"linear"`` (regression, ``y = wᵀh``), ``"sigmoid"``
     (binary, ``y = σ(wᵀh)``, output size 1) and ``"softmax"`` (``c`` classes,
     ``y = softmax(Wh)``). ``apply`` returns the output before the head's activation.
+
+    Args:
+      sizes: the widths of the Dense layers, the output last.
+      activation: the hidden activation ``f``, one of :data:`ACTIVATIONS`.
+      head: ``"linear"``, ``"sigmoid"`` or ``"softmax"``.
+      w_init: the hidden layers' initializer; default He normal for ReLU-like
+        activations, Xavier normal otherwise.
+      dropout: a drop rate after every hidden activation (0: none).
+
+    On inputs ``(n, d)``, ``apply`` returns ``(n, sizes[-1])``; ``hidden_i/w`` has shape
+    ``(sizes[i-1], sizes[i])`` (``d`` for the first).
+
+    >>> import jax, jax.numpy as jnp
+    >>> model = mlp([16, 3], activation="relu")
+    >>> shape, params = model.init(jax.random.key(0), (-1, 2))
+    >>> shape, list(params), params["hidden_0"]["w"].shape, params["output"]["w"].shape
+    ((-1, 3), ['hidden_0', 'output'], (2, 16), (16, 3))
+    >>> model.apply(params, jnp.ones((5, 2))).shape
+    (5, 3)
     """
     if isinstance(sizes, int) or not isinstance(sizes, Sequence) or not sizes:
         raise ValueError(f"mlp: sizes must be a non-empty list of ints, got {sizes!r}")
@@ -174,9 +223,8 @@ def lenet5(
       filters: the number of filters of C1 and C3 (the paper's 6 and 16).
       kernel: the convolutions' kernel size ``F`` (the paper's 5).
 
-    >>> import jax
-    >>> from funcnn.inspect import param_count
-    >>> param_count(lenet5().init(jax.random.key(0), (-1, 32, 32, 1))[1])
+    >>> from funcnn.inspect import summary
+    >>> summary(lenet5(), (-1, 32, 32, 1)).total
     61706
     """
     _positive_int(num_classes, "lenet5", "num_classes")

@@ -1,6 +1,7 @@
 """Pictures with matplotlib (an optional extra: ``pip install funcnn[examples]``).
 
-Nothing in the core imports this module.
+Nothing in the core imports this module. Every function that draws a whole figure saves
+it as a PNG (``computational_graph`` also as SVG) and returns the saved path.
 """
 
 from __future__ import annotations
@@ -28,7 +29,18 @@ __all__ = [
 
 
 def require_matplotlib():
-    """Import matplotlib with the non-interactive Agg backend, or explain how to get it."""
+    """Import matplotlib with the non-interactive Agg backend, or explain how to get it.
+
+    Returns:
+      ``matplotlib.pyplot``.
+
+    Raises:
+      ImportError: matplotlib is not installed, with the ``pip install`` to run.
+
+    >>> plt = require_matplotlib()
+    >>> plt.get_backend().lower()
+    'agg'
+    """
     try:
         import matplotlib
 
@@ -43,6 +55,19 @@ def grid(x: np.ndarray, resolution: int = 200, margin: float = 0.1):
     """A ``resolution × resolution`` grid covering the 2-D points ``x`` plus a margin.
 
     Returns ``(xx, yy, points)`` with ``points`` of shape ``(resolution², 2)``.
+
+    Each axis spans ``[lo − margin·(hi − lo), hi + margin·(hi − lo)]`` with ``lo`` / ``hi``
+    the points' smallest / largest coordinate.
+
+    Args:
+      x: the points, ``(n, 2)``.
+      resolution: the number ``r`` of grid lines per axis; ``xx`` and ``yy`` are ``(r, r)``.
+      margin: the fraction of the data's range added on each side.
+
+    >>> import numpy as np
+    >>> xx, yy, points = grid(np.array([[0.0, 0.0], [1.0, 2.0]]), resolution=3, margin=0.0)
+    >>> xx.shape, points.shape, points[0].tolist(), points[-1].tolist()
+    ((3, 3), (9, 2), [0.0, 0.0], [1.0, 2.0])
     """
     x = np.asarray(x)
     lo, hi = x.min(axis=0), x.max(axis=0)
@@ -66,6 +91,26 @@ def decision_regions(
 
     ``predict(points)`` returns class probabilities ``(m, c)`` or ``P(y=1)`` as ``(m,)`` /
     ``(m, 1)``. For two classes the boundary ``P = 0.5`` is drawn as a line.
+
+    Args:
+      ax: the matplotlib axes to draw into.
+      predict: ``points (m, 2) -> probabilities``, as above.
+      x: the points, ``(n, 2)``.
+      y: their labels, ``(n,)``.
+      title: the axes' title.
+      resolution: grid lines per axis (see :func:`grid`).
+
+    Returns:
+      ``ax``.
+
+    >>> import numpy as np
+    >>> plt = require_matplotlib()
+    >>> fig, ax = plt.subplots()
+    >>> x, y = np.array([[-1.0, 0.0], [1.0, 0.0]]), np.array([0, 1])
+    >>> sigmoid = lambda p: 1 / (1 + np.exp(-4 * p[:, 0]))  # P(y=1) = σ(4 x₁)
+    >>> decision_regions(ax, sigmoid, x, y, title="σ(4 x₁)", resolution=20) is ax
+    True
+    >>> plt.close(fig)
     """
     xx, yy, pts = grid(x, resolution)
     prob = np.asarray(predict(pts))
@@ -84,7 +129,28 @@ def decision_regions(
 
 
 def side_by_side(panels: Sequence[tuple[str, Callable]], x, y, path, *, resolution: int = 200):
-    """Decision regions of several models over the same data, in one row; saved to ``path``."""
+    """Decision regions of several models over the same data, in one row; saved to ``path``.
+
+    Args:
+      panels: ``[(title, predict), ...]``, one panel each (see :func:`decision_regions`).
+      x: the points, ``(n, 2)``.
+      y: their labels, ``(n,)``.
+      path: where to save the PNG.
+      resolution: grid lines per axis.
+
+    Returns:
+      the saved path.
+
+    >>> import tempfile
+    >>> import numpy as np
+    >>> x, y = np.array([[-1.0, 0.0], [1.0, 0.0]]), np.array([0, 1])
+    >>> def by_axis(i):  # P(y=1) = 1 where x_i > 0, else 0
+    ...     return lambda p: 1.0 * (p[:, i] > 0)
+    >>> panels = [("x₁ > 0", by_axis(0)), ("x₂ > 0", by_axis(1))]
+    >>> path = side_by_side(panels, x, y, Path(tempfile.mkdtemp()) / "both.png", resolution=10)
+    >>> path.name, path.exists()
+    ('both.png', True)
+    """
     plt = require_matplotlib()
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 5))
     for ax, (title, predict) in zip(np.atleast_1d(axes), panels):
@@ -100,7 +166,24 @@ def curves(
     title: str = "",
     logy: bool = False,
 ):
-    """Training curves: one line per history key against the epoch."""
+    """Training curves: one line per history key against the epoch (1, 2, ...).
+
+    Args:
+      history: ``{name: [value per epoch]}``, e.g. ``FitResult.history``.
+      path: where to save the PNG.
+      keys: which names to draw; default all.
+      title: the figure's title.
+      logy: a logarithmic y axis.
+
+    Returns:
+      the saved path.
+
+    >>> import tempfile
+    >>> history = {"loss": [0.9, 0.5, 0.3], "val_loss": [1.0, 0.6, 0.5]}
+    >>> path = curves(history, Path(tempfile.mkdtemp()) / "curves.png", logy=True)
+    >>> path.suffix, path.exists()
+    ('.png', True)
+    """
     plt = require_matplotlib()
     fig, ax = plt.subplots(figsize=(6, 4))
     for k in keys or list(history):
@@ -114,7 +197,20 @@ def curves(
 
 
 def save(fig, path) -> Path:
-    """Save a figure as PNG (creating the folder), close it, and return the path."""
+    """Save a figure as PNG (creating the folder), close it, and return the path.
+
+    Args:
+      fig: a matplotlib figure.
+      path: the file to write; missing folders are created.
+
+    >>> import tempfile
+    >>> plt = require_matplotlib()
+    >>> fig, ax = plt.subplots()
+    >>> _ = ax.plot([0, 1], [1, 0])
+    >>> path = save(fig, Path(tempfile.mkdtemp()) / "new" / "line.png")
+    >>> path.exists(), path.read_bytes()[:4] == bytes([0x89]) + b"PNG"
+    (True, True)
+    """
     plt = require_matplotlib()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -140,6 +236,24 @@ def curve_panels(
 
     ``marks[i]``, if given, is a 1-based epoch (or ``(epoch, label)``) drawn as a dashed
     vertical line in panel ``i``, for example the epoch whose params early stopping keeps.
+
+    Args:
+      panels: ``[(title, {label: values}), ...]``; value ``k`` is drawn at x = ``k + 1``.
+      path: where to save the PNG.
+      marks: one mark (or ``None``) per panel.
+      mark_label: the legend of a mark given as a bare epoch.
+      xlabel: the x axis' label.
+      logy: logarithmic y axes.
+
+    Returns:
+      the saved path.
+
+    >>> import tempfile
+    >>> small = {"train": [1.0, 0.5], "val": [1.1, 0.7]}
+    >>> panels = [("small", small), ("big", {"train": [1.0, 0.2]})]
+    >>> path = curve_panels(panels, Path(tempfile.mkdtemp()) / "panels.png", marks=[2, None])
+    >>> path.suffix, path.exists()
+    ('.png', True)
     """
     plt = require_matplotlib()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
@@ -170,6 +284,21 @@ def loss_vs_steps_and_time(
     """Two panels: loss against optimizer steps and against wall-clock seconds.
 
     ``runs`` maps a name to ``(steps, seconds, losses)``, three sequences of equal length.
+
+    Args:
+      runs: ``{name: (steps, seconds, losses)}``.
+      path: where to save the PNG.
+      title: the figure's title.
+      logy: logarithmic y axes.
+
+    Returns:
+      the saved path.
+
+    >>> import tempfile
+    >>> runs = {"sgd": ([1, 2, 3], [0.1, 0.2, 0.3], [1.0, 0.6, 0.4])}
+    >>> path = loss_vs_steps_and_time(runs, Path(tempfile.mkdtemp()) / "loss.png")
+    >>> path.suffix, path.exists()
+    ('.png', True)
     """
     plt = require_matplotlib()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
@@ -207,7 +336,23 @@ def filters(w, path, *, title: str = "first-layer filters", columns: int = 8):
 
     ``w`` is an HWIO kernel ``(F_h, F_w, C, O)``. With ``C = 3`` each filter is shown in
     colour, min–max scaled to [0, 1]; otherwise the mean over the input channels is shown
-    in grey, each filter scaled on its own.
+    in grey, each filter scaled on its own: ``(f − min f) / (max f − min f)``.
+
+    Args:
+      w: the kernel, ``(F_h, F_w, C, O)``.
+      path: where to save the PNG.
+      title: the figure's title.
+      columns: filters per row.
+
+    Returns:
+      the saved path.
+
+    >>> import tempfile
+    >>> import numpy as np
+    >>> w = np.random.default_rng(0).normal(size=(5, 5, 3, 6))  # six colour filters
+    >>> path = filters(w, Path(tempfile.mkdtemp()) / "filters.png", columns=3)
+    >>> path.suffix, path.exists()
+    ('.png', True)
     """
     plt = require_matplotlib()
     w = np.asarray(w, np.float64)
@@ -236,6 +381,19 @@ def feature_maps(maps, path, *, image=None, max_channels: int = 8, title: str = 
       path: where to save the PNG.
       image: the input, ``(H, W, C)`` or ``(1, H, W, C)``, drawn at the start of each row.
       max_channels: how many channels to draw per layer.
+      title: the figure's title.
+
+    Returns:
+      the saved path.
+
+    >>> import tempfile
+    >>> import numpy as np
+    >>> maps = [("conv_0", np.ones((1, 6, 6, 4))), ("conv_1", np.zeros((1, 2, 2, 8)))]
+    >>> image = np.zeros((1, 8, 8, 1))
+    >>> path = Path(tempfile.mkdtemp()) / "maps.png"
+    >>> path = feature_maps(maps, path, image=image, max_channels=3)
+    >>> path.suffix, path.exists()
+    ('.png', True)
     """
     plt = require_matplotlib()
     maps = [(name, np.asarray(y)[0] if np.ndim(y) == 4 else np.asarray(y)) for name, y in maps]
@@ -270,7 +428,19 @@ def graph_layout(graph) -> dict[int, tuple[float, float]]:
 
     A node's column is one more than its deepest input's (inputs in column 0); a constant
     sits in the column just before its first consumer. Within a column, nodes are ordered by
-    the mean height of their inputs, which keeps most edges short and uncrossed.
+    the mean height of their inputs, which keeps most edges short and uncrossed; a column of
+    ``m`` nodes takes the heights ``(m − 1)/2, (m − 1)/2 − 1, ..., −(m − 1)/2``.
+
+    Args:
+      graph: a :class:`funcnn.graph.Graph`.
+
+    Returns:
+      ``{node id: (column, height)}``. Needs no matplotlib.
+
+    >>> from funcnn.graph import trace
+    >>> g = trace(lambda w, x: w * x, 2.0, 3.0)  # inputs 0, 1; the product 2
+    >>> graph_layout(g)
+    {0: (0.0, 0.5), 1: (0.0, -0.5), 2: (1.0, 0.0)}
     """
     nodes = graph.nodes
     col: dict[int, int] = {}
@@ -314,8 +484,17 @@ def computational_graph(graph, path=None, *, title: str = "", ax=None):
       path: where to save; ``.svg`` gives an SVG, anything else a PNG. ``None`` with ``ax``.
       ax: draw into these axes instead of a new figure (then nothing is saved).
 
+      title: the title; default a legend of the colours.
+
     Returns:
       the saved path, or ``ax``.
+
+    >>> import tempfile
+    >>> from funcnn.graph import trace
+    >>> g = trace(lambda w, x: w * x, 2.0, 3.0)
+    >>> path = computational_graph(g, Path(tempfile.mkdtemp()) / "graph.svg")
+    >>> path.suffix, path.read_text().count("<svg") > 0
+    ('.svg', True)
     """
     plt = require_matplotlib()
     pos = graph_layout(graph)
@@ -359,6 +538,22 @@ def grad_norms(norms, path, *, title: str = "", logy: bool = True):
 
     ``norms`` is ``{layer: norm}`` (from :func:`funcnn.inspect.grad_norms`), or
     ``{panel title: {layer: norm}}`` for several networks side by side.
+
+    Args:
+      norms: as above.
+      path: where to save the PNG.
+      title: the panel's title (one network) or the figure's (several).
+      logy: a logarithmic y axis (norms are clipped below at 1e-30).
+
+    Returns:
+      the saved path.
+
+    >>> import tempfile
+    >>> plain, skip = {"dense_0": 1e-4, "dense_1": 0.1}, {"dense_0": 0.2, "dense_1": 0.3}
+    >>> norms = {"plain": plain, "residual": skip}
+    >>> path = grad_norms(norms, Path(tempfile.mkdtemp()) / "norms.png", title="‖∂L/∂θ‖")
+    >>> path.suffix, path.exists()
+    ('.png', True)
     """
     plt = require_matplotlib()
     panels = norms if norms and isinstance(next(iter(norms.values())), dict) else {title: norms}

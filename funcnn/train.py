@@ -45,6 +45,15 @@ class FitResult(NamedTuple):
     ``params`` are the best params by the monitored quantity when early stopping restored
     them, otherwise the last ones. ``history`` maps ``"loss"``, each metric, and their
     ``"val_"`` counterparts to one float per epoch.
+
+    Fields:
+
+    * ``params``: the trained params (a pytree like the initial ones).
+    * ``opt_state``: the optimizer state after the last step, to continue training.
+    * ``history``: ``{name: [value per epoch]}``.
+    * ``best_epoch``: the epoch (from 0) with the best monitored value; ``None`` if no
+      epoch had a finite one.
+    * ``epochs_run``: how many epochs ran (fewer than asked after early stopping).
     """
 
     params: Any
@@ -66,6 +75,10 @@ class NonFiniteError(FloatingPointError):
 
     ``epoch`` and ``step`` (both counted from 0) locate the first bad step; ``params`` and
     ``opt_state`` are the last finite ones, from just before that step.
+
+    >>> err = NonFiniteError("fit: non-finite loss", epoch=0, step=3, params={}, opt_state=())
+    >>> err.epoch, err.step, isinstance(err, FloatingPointError)
+    (0, 3, True)
     """
 
     def __init__(self, message: str, *, epoch: int, step: int, params: Any, opt_state: Any):
@@ -212,7 +225,29 @@ def evaluate(
     """Loss and metrics over a whole dataset, in eval mode (``train=False``).
 
     Evaluated in chunks of ``batch_size``; each mean is the chunk means weighted by chunk
-    size, which equals the mean over the whole set.
+    size, ``m = Σ_c n_c m_c / Σ_c n_c``, which equals the mean over the whole set.
+
+    Args:
+      model: a :class:`~funcnn.core.Layer` (its ``loss`` / ``metric`` are the defaults) or an
+        apply function.
+      params: the model's params.
+      x: the inputs, ``(n, ...)``.
+      y: the targets, ``(n, ...)``.
+      loss: ``loss(outputs, targets)``; defaults to ``model.loss``.
+      metrics: ``name -> fn(outputs, targets)``; defaults to ``{"accuracy": model.metric}``.
+      batch_size: the chunk size ``n_c``.
+
+    Returns:
+      ``{"loss": L, name: metric, ...}`` as floats.
+
+    >>> import jax
+    >>> from funcnn import data, models
+    >>> x, y = data.blobs(40)
+    >>> model = models.logistic_regression()
+    >>> _, params = model.init(jax.random.key(0), (-1, 2))
+    >>> logs = evaluate(model, params, x, y, batch_size=16)
+    >>> sorted(logs), 0.0 <= logs["accuracy"] <= 1.0
+    (['accuracy', 'loss'], True)
     """
     x, y = check_xy(x, y, "evaluate")
     loss = loss or getattr(model, "loss", None)

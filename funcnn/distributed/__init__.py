@@ -365,11 +365,20 @@ def initialize(
     After it, ``jax.devices()`` lists the devices of all processes and
     ``jax.process_index()`` is this process's id.
 
-    Example, at the top of a script started by the launcher::
+    Args:
+      coordinator_address: ``host:port`` of process 0's coordinator service.
+      num_processes: how many processes join.
+      process_id: this process's id, in ``[0, num_processes)``.
+      **kwargs: passed on to :func:`jax.distributed.initialize`.
 
-        from funcnn import distributed
-        distributed.initialize()
-        mesh = distributed.make_mesh()  # the devices of every process
+    At the top of a script started by the launcher (not run here: it must come before
+    any JAX computation, and it waits for the launcher's other processes to join):
+
+    >>> from funcnn import distributed
+    >>> distributed.initialize()  # doctest: +SKIP
+    >>> mesh = distributed.make_mesh()  # the devices of every process
+    >>> mesh.size == jax.device_count()
+    True
     """
     env = os.environ
     if coordinator_address is None:
