@@ -380,7 +380,7 @@ def blobs(n: int = 400, *, key: jax.Array | int = 0, std: float = 0.3, distance:
       ``(x, y)``: float32 ``(n, 2)`` points and int32 ``(n,)`` labels.
 
     >>> import numpy as np
-    >>> x, y = blobs(200)
+    >>> x, y = blobs(100)
     >>> np.round(x[y == 1].mean(axis=0)).tolist(), np.round(x[y == 0].mean(axis=0)).tolist()
     ([1.0, 1.0], [-1.0, -1.0])
     """

@@ -242,10 +242,10 @@ def evaluate(
 
     >>> import jax
     >>> from funcnn import data, models
-    >>> x, y = data.blobs(40)
+    >>> x, y = data.blobs(100)
     >>> model = models.logistic_regression()
     >>> _, params = model.init(jax.random.key(0), (-1, 2))
-    >>> logs = evaluate(model, params, x, y, batch_size=16)
+    >>> logs = evaluate(model, params, x, y, batch_size=50)  # two chunks of 50
     >>> sorted(logs), 0.0 <= logs["accuracy"] <= 1.0
     (['accuracy', 'loss'], True)
     """
