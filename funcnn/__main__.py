@@ -161,6 +161,8 @@ def cnn_demo(out: str | Path = "funcnn-demo", *, quick: bool = False, seed: int 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line: ``python -m funcnn demo [--quick] [--out DIR]`` or
+    ``python -m funcnn playground [--port N]``; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m funcnn", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_demo = sub.add_parser(
