@@ -272,10 +272,30 @@ def _positive_int(value, argument: str, allow_none: bool = False) -> int | None:
     return int(value)
 
 
+@functools.lru_cache(maxsize=64)
+def _traced_output(apply, loss, treedef, leaves, x_spec, y_spec):
+    """The model's output shape on one example, and the loss traced on it (no compile)."""
+    params = jax.tree_util.tree_unflatten(treedef, [jax.ShapeDtypeStruct(*s) for s in leaves])
+    x1 = jax.ShapeDtypeStruct(*x_spec)
+    out = jax.eval_shape(lambda p, xx: apply(p, xx, train=False), params, x1)
+    jax.eval_shape(loss, out, jax.ShapeDtypeStruct(*y_spec))
+    return out
+
+
 def _check_labels(apply, loss, params, x, y) -> None:
-    """Trace the model and loss on one example (no compile) and check class labels."""
-    out = jax.eval_shape(lambda p, xx: apply(p, xx, train=False), params, x[:1])
-    jax.eval_shape(loss, out, jax.ShapeDtypeStruct((1,) + y.shape[1:], y.dtype))
+    """Trace the model and loss on one example (no compile) and check class labels.
+
+    The trace is cached by the model, loss and shapes, so a repeated ``fit`` costs nothing.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    specs = tuple((np.shape(a), jnp.result_type(a)) for a in leaves)
+    x_spec, y_spec = ((1,) + x.shape[1:], x.dtype), ((1,) + y.shape[1:], y.dtype)
+    try:
+        out = _traced_output(apply, loss, treedef, specs, x_spec, y_spec)
+    except TypeError as err:
+        if "unhashable" not in str(err):
+            raise
+        out = _traced_output.__wrapped__(apply, loss, treedef, specs, x_spec, y_spec)
     if np.issubdtype(y.dtype, np.integer) and len(out.shape) == y.ndim + 1 and out.shape[-1] > 1:
         c = out.shape[-1]
         lo, hi = int(y.min()), int(y.max())
