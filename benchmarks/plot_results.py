@@ -15,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import FormatStrFormatter, NullFormatter  # noqa: E402
 
 
 def plot(results: dict, out: Path) -> Path:
@@ -28,6 +29,16 @@ def plot(results: dict, out: Path) -> Path:
         ax.barh(names, ratios, color=colors)
         ax.axvline(1.0, color="k", lw=0.8)
         ax.set_xscale("log")
+        ticks = [
+            t
+            for t in (0.25, 0.5, 1, 2, 5, 10, 20, 50, 100)
+            if min(ratios) / 1.5 <= t <= max(ratios) * 1.5
+        ]
+        ax.set_xticks(ticks)
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        for i, r in enumerate(ratios):
+            ax.text(r, i, f" {r:.2f}", va="center", fontsize=7)
         ax.set_title(w["title"].split(",")[0], fontsize=9)
         ax.set_xlabel("time ÷ funcnn's (log)")
         ax.tick_params(labelsize=8)

@@ -1,0 +1,56 @@
+"""Does funcnn's abstraction cost anything once compiled? Count the operations of the compiled
+gradient programs of funcnn, hand-written JAX and (if installed) Flax linen, for each workload.
+
+    python benchmarks/compare_hlo.py
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import optax  # noqa: E402
+from contenders import _funcnn_params, funcnn_model, raw_apply  # noqa: E402
+from workloads import batch, make  # noqa: E402
+
+import funcnn as fn  # noqa: E402
+
+KINDS = ("convolution", "dot", "transpose", "reduce-window", "fusion", "copy", "select")
+
+
+def op_counts(f, *args) -> dict[str, int]:
+    text = f.lower(*args).compile().as_text()
+    counts = collections.Counter(re.findall(r"= \S+ (\w[\w-]*)\(", text))
+    return {k: counts.get(k, 0) for k in KINDS}
+
+
+def main() -> None:
+    ce = optax.losses.softmax_cross_entropy_with_integer_labels
+    for name in ("mlp", "lenet", "alexnet"):
+        wl = make(name, tiny=True)
+        x, y = batch(wl)
+        model = funcnn_model(wl.ops)
+        p_fn = _funcnn_params(model, wl)
+        p_raw = [{k: jnp.asarray(v) for k, v in q.items()} for q in wl.params]
+        apply_raw = raw_apply(wl.ops)
+
+        def loss_fn(p, x=x, y=y, model=model):
+            return fn.losses.softmax_cross_entropy(model.apply(p, x), y)
+
+        def loss_raw(p, x=x, y=y, apply_raw=apply_raw):
+            return ce(apply_raw(p, x), y).mean()
+
+        g_fn, g_raw = jax.jit(jax.grad(loss_fn)), jax.jit(jax.grad(loss_raw))
+        print(f"{name:8s} funcnn  {op_counts(g_fn, p_fn)}")
+        print(f"{name:8s} raw JAX {op_counts(g_raw, p_raw)}")
+
+
+if __name__ == "__main__":
+    main()
