@@ -195,3 +195,31 @@ def test_fit_bad_data(spiral):
         fn.fit(model, p, x, np.where(y == 1, 2, 0), progress=False)
     with pytest.raises(ValueError, match=r"Dense\(4\): expected inputs whose last axis has size 2"):
         fn.fit(model, p, np.ones((200, 3), np.float32), y, progress=False)
+
+
+def test_second_fit_with_the_same_setup_compiles_nothing(spiral):
+    """fit caches its compiled programs and its shape check: a re-run traces the model 0 times."""
+    x, y = spiral
+    inner = models.mlp([4, 2])
+    traces = []
+
+    def apply(params, xb, *, key=None, train=False):
+        traces.append(xb.shape)  # runs only while JAX traces
+        return inner.apply(params, xb, key=key, train=train)
+
+    opt = optax.sgd(0.1)
+    p = _init(inner)
+    kw = dict(
+        loss=losses.softmax_cross_entropy,
+        optimizer=opt,
+        epochs=2,
+        batch_size=64,
+        scan=True,
+        progress=False,
+    )
+    first = fn.fit(apply, p, x, y, **kw)
+    assert traces, "the first fit must trace the model"
+    traces.clear()
+    second = fn.fit(apply, p, x, y, **kw)
+    assert traces == []
+    assert _leaves_equal(first.params, second.params)
