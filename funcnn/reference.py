@@ -5,14 +5,14 @@ so that comparing it with automatic differentiation (:func:`funcnn.gradients.com
 the tests) checks one against the other. The models' params follow funcnn's layout, so the
 formulas apply directly to ``Dense``, ``models.logistic_regression`` and ``models.mlp``:
 
-=========================== ==================================================
-``linear_regression``       ``ŷ = xW + b``, MSE
-``logistic_regression``     ``y = σ(xw + b)``, binary cross-entropy
-``softmax_regression``      ``P = softmax(xW + b)``, cross-entropy
-``mlp``                     one hidden layer (tanh or ReLU), softmax head
-``conv2d``                  ∂L/∂x, ∂L/∂W, ∂L/∂b of ``y = x ⋆ W + b`` (NHWC, HWIO)
-``max_pool``                ∂L/∂x of max pooling
-=========================== ==================================================
+| function | what it differentiates |
+| --- | --- |
+| ``linear_regression`` | ``ŷ = xW + b``, MSE |
+| ``logistic_regression`` | ``y = σ(xw + b)``, binary cross-entropy |
+| ``softmax_regression`` | ``P = softmax(xW + b)``, cross-entropy |
+| ``mlp`` | one hidden layer (tanh or ReLU), softmax head |
+| ``conv2d`` | ∂L/∂x, ∂L/∂W, ∂L/∂b of ``y = x ⋆ W + b`` (NHWC, HWIO) |
+| ``max_pool`` | ∂L/∂x of max pooling |
 
 Notation: a batch of ``n`` row vectors ``x`` of shape ``(n, d)``; ``ỹ`` the targets;
 ``δ = ∂L/∂z`` the gradient at a pre-activation ``z``.
@@ -166,20 +166,24 @@ def softmax_regression(params: Params, x: Array, y: Array) -> tuple[Array, Param
 def mlp(params: Params, x: Array, y: Array, activation: str = "tanh") -> tuple[Array, Params]:
     """A perceptron with one hidden layer and a softmax head, by explicit backpropagation.
 
-    Forward, layer by layer (params as ``models.mlp([h, c], activation)``'s)::
+    Forward, layer by layer (params as ``models.mlp([h, c], activation)``'s):
 
+    ```text
       a = x W₁ + b₁          (n, h)   hidden_0
       h = f(a)               (n, h)   tanh or ReLU
       Z = h W₂ + b₂          (n, c)   output
       L = −(1/n) Σᵢ log softmax(Zᵢ)_{ỹᵢ}
+    ```
 
-    Backward, from the loss to the input, each line one application of the chain rule::
+    Backward, from the loss to the input, each line one application of the chain rule:
 
+    ```text
       δ₂ = ∂L/∂Z = (softmax(Z) − Y)/n
       ∂L/∂W₂ = hᵀ δ₂,   ∂L/∂b₂ = Σᵢ δ₂ᵢ
       ∂L/∂h  = δ₂ W₂ᵀ
       δ₁ = ∂L/∂a = ∂L/∂h ⊙ f'(a),  f'(a) = 1 − h² (tanh) or [a > 0] (ReLU)
       ∂L/∂W₁ = xᵀ δ₁,   ∂L/∂b₁ = Σᵢ δ₁ᵢ
+    ```
 
     Args:
       params: ``{"hidden_0": {"w": (d, h), "b": (h,)}, "output": {"w": (h, c), "b": (c,)}}``.
@@ -328,9 +332,11 @@ def conv2d(
 ) -> dict[str, Array]:
     """Gradients of a convolution layer ``y = conv2d(x, W, b)`` given ``δ = ∂L/∂y``.
 
-    Forward (:func:`conv2d_forward`, NHWC / HWIO, ``x̂`` the padded input, stride ``s``)::
+    Forward (:func:`conv2d_forward`, NHWC / HWIO, ``x̂`` the padded input, stride ``s``):
 
+    ```text
       y[n,i,j,o] = b[o] + Σ_{p,q,c} x̂[n, s·i + p, s·j + q, c] · W[p,q,c,o]
+    ```
 
     Each weight is used at every output position, so its gradient sums over them:
 
@@ -433,9 +439,11 @@ def max_pool(
     maximal element only (``∂ max(u)/∂u_k = [k = argmax u]``), so each ``δ[n,i,j,c]`` is
     routed to the position of its window's maximum (the first one on ties) and every other
     input gets nothing from that window. Where windows overlap (stride < window), an input
-    collects the sum over the windows it wins::
+    collects the sum over the windows it wins:
 
+    ```text
       ∂L/∂x[n,a,b,c] = Σ_{i,j: (a,b) = argmax of window (i,j)} δ[n,i,j,c]
+    ```
 
     Args:
       x: ``(N, H, W, C)``. upstream: ``(N, H', W', C)``.
