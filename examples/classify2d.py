@@ -18,30 +18,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-import jax
-import optax
-
-from funcnn import data, fit, models, plot
-
-
-def train(model, x_tr, y_tr, x_val, y_val, *, lr: float, epochs: int, seed: int):
-    """Fit ``model`` with minibatch Adam; return the result of :func:`funcnn.fit`."""
-    _, params = model.init(jax.random.key(seed), (-1, 2))
-    return fit(
-        model,
-        params,
-        x_tr,
-        y_tr,
-        optimizer=optax.adam(lr),
-        epochs=epochs,
-        batch_size=100,
-        key=seed,
-        validation_data=(x_val, y_val),
-        scan=True,
-        progress=False,
-    )
+from funcnn import data
+from funcnn.__main__ import classify2d
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,28 +32,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    epochs = args.epochs or (60 if args.quick else 300)
-    out = Path(args.out)
-
-    x, y = data.TOY_SETS[args.data](1000, key=args.seed)
-    (x_tr, y_tr), (x_val, y_val) = data.train_val_split(x, y, 0.2, key=args.seed + 1)
-    print(f"{args.data}: {len(x_tr)} training and {len(x_val)} validation points")
-
-    runs = [
-        ("linear classifier", models.logistic_regression(2), 0.05),
-        (f"one hidden layer ({args.hidden} tanh)", models.mlp([args.hidden, 2], "tanh"), 0.01),
-    ]
-    panels = []
-    for name, model, lr in runs:
-        result = train(model, x_tr, y_tr, x_val, y_val, lr=lr, epochs=epochs, seed=args.seed)
-        acc = result.history["val_accuracy"][-1]
-        print(f"{name}: validation accuracy {acc:.3f}")
-        panels.append(
-            (f"{name}: {acc:.1%}", lambda pts, m=model, p=result.params: m.predict(p, pts))
-        )
-
-    print(f"pictures in {out}")
-    print(f"  {plot.side_by_side(panels, x, y, out / 'decision_regions.png', resolution=150)}")
+    classify2d(
+        args.out,
+        dataset=args.data,
+        hidden=args.hidden,
+        epochs=args.epochs,
+        quick=args.quick,
+        seed=args.seed,
+        verbose=False,
+        resolution=150,
+    )
+    print(f"pictures in {args.out}")
     return 0
 
 

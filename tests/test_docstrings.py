@@ -29,6 +29,7 @@ ENTRY_POINTS = {
     "funcnn.__main__.main",
     "funcnn.__main__.demo",
     "funcnn.__main__.cnn_demo",
+    "funcnn.__main__.classify2d",
     "funcnn.distributed.launch.launch",
     "funcnn.distributed.launch.main",
     "funcnn.playground.serve",

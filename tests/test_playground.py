@@ -183,17 +183,6 @@ def test_concurrent_steps_on_one_model_are_serialized():
 # --------------------------------------------------------------------------- HTTP
 
 
-@pytest.fixture(scope="module")
-def server():
-    server = make_server("127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
-
-
 def request(server, method, path, body=None, headers=None, raw=None):
     """``(status, headers, bytes)`` of one request to the test server."""
     host, port = server.server_address[:2]
