@@ -26,6 +26,9 @@ class Runner:
     units_per_call: int = 1  # unit() may run several units (e.g. epochs of one fit call)
 
 
+FLOAT32_ONLY = ("flax_nnx", "equinox")  # their modules here are built in float32
+
+
 def available(name: str) -> bool:
     module = {
         "flax_linen": "flax",
@@ -38,6 +41,27 @@ def available(name: str) -> bool:
 
 
 # ------------------------------------------------------------------------- JAX helpers
+
+
+def _jax_dtype(wl: Workload):
+    import jax.numpy as jnp
+
+    return jnp.bfloat16 if wl.dtype == "bfloat16" else jnp.float32
+
+
+def _jax_params(wl: Workload, params):
+    """``params`` (numpy or JAX arrays) as JAX arrays of the workload's dtype."""
+    import jax
+    import jax.numpy as jnp
+
+    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, _jax_dtype(wl)), params)
+
+
+def _float32_loss(loss_fn: Callable) -> Callable:
+    """The loss on logits cast to float32 (a no-op in float32; bfloat16 logits are upcast)."""
+    import jax.numpy as jnp
+
+    return lambda out, y: loss_fn(out.astype(jnp.float32), y)
 
 
 def _jax_lrn(x):
@@ -59,13 +83,14 @@ def _jax_lrn(x):
 def _jax_batches(wl: Workload, x, y):
     import jax.numpy as jnp
 
+    dt = _jax_dtype(wl)
     if wl.n_points:
         nb = wl.n_points // wl.batch
         return (
-            jnp.asarray(x[: nb * wl.batch].reshape(nb, wl.batch, *x.shape[1:])),
+            jnp.asarray(x[: nb * wl.batch].reshape(nb, wl.batch, *x.shape[1:]), dt),
             jnp.asarray(y[: nb * wl.batch].reshape(nb, wl.batch)),
         )
-    return jnp.asarray(x)[None], jnp.asarray(y)[None]
+    return jnp.asarray(x, dt)[None], jnp.asarray(y)[None]
 
 
 def _jax_runner(
@@ -84,7 +109,8 @@ def _jax_runner(
     import optax
 
     opt = optax.sgd(LR, momentum=MOMENTUM)
-    loss_fn = loss_fn or optax.losses.softmax_cross_entropy_with_integer_labels
+    loss_fn = _float32_loss(loss_fn or optax.losses.softmax_cross_entropy_with_integer_labels)
+    params = _jax_params(wl, params)
 
     def loss(p, xb, yb):
         return loss_fn(apply(p, xb), yb).mean()
@@ -178,24 +204,50 @@ def raw_apply(ops):
 
 
 def build_raw_jax(wl, x, y):
-    import jax.numpy as jnp
-
-    params = [{k: jnp.asarray(v) for k, v in p.items()} for p in wl.params]
-    return _jax_runner(wl, x, y, params, raw_apply(wl.ops))
+    return _jax_runner(wl, x, y, wl.params, raw_apply(wl.ops))
 
 
 def build_raw_jax_shuffled(wl, x, y):
-    import jax.numpy as jnp
-
-    params = [{k: jnp.asarray(v) for k, v in p.items()} for p in wl.params]
-    return _jax_runner(wl, x, y, params, raw_apply(wl.ops), shuffle=True)
+    return _jax_runner(wl, x, y, wl.params, raw_apply(wl.ops), shuffle=True)
 
 
 def build_raw_jax_loop(wl, x, y):
-    import jax.numpy as jnp
+    return _jax_runner(wl, x, y, wl.params, raw_apply(wl.ops), scan=False)
 
-    params = [{k: jnp.asarray(v) for k, v in p.items()} for p in wl.params]
-    return _jax_runner(wl, x, y, params, raw_apply(wl.ops), scan=False)
+
+def build_stax(wl, x, y):
+    """``jax.example_libraries.stax``: the combinator library that funcnn's API descends from."""
+    import jax
+    from jax.example_libraries import stax
+
+    layers = []
+    for op in wl.ops:
+        kind = op[0]
+        if kind == "dense":
+            layers.append(stax.Dense(op[1]))
+        elif kind == "conv":
+            layers.append(stax.Conv(op[1], (op[2], op[2]), (op[3], op[3]), op[4]))
+        elif kind == "relu":
+            layers.append(stax.Relu)
+        elif kind == "tanh":
+            layers.append(stax.Tanh)
+        elif kind == "maxpool":
+            layers.append(stax.MaxPool((op[1], op[1]), (op[2], op[2])))
+        elif kind == "lrn":
+            layers.append(stax.elementwise(_jax_lrn))
+        elif kind == "flatten":
+            layers.append(stax.Flatten)
+    init, apply = stax.serial(*layers)
+    _, template = init(jax.random.key(0), (-1, *wl.input_shape))
+    given = iter(wl.params)
+    params = []
+    for p in template:  # (w, b) for dense and conv layers (conv bias shaped (1, 1, 1, C)), ()
+        if p:
+            q = next(given)
+            params.append((q["w"], q["b"].reshape(p[1].shape)))
+        else:
+            params.append(())
+    return _jax_runner(wl, x, y, params, apply)
 
 
 # ------------------------------------------------------------------------------ funcnn
@@ -227,11 +279,10 @@ def funcnn_model(ops):
 
 def _funcnn_params(model, wl):
     import jax
-    import jax.numpy as jnp
 
     _, template = model.init(jax.random.key(0), (-1, *wl.input_shape))
     names = [k for k in template]  # insertion order = layer order
-    return {name: {k: jnp.asarray(v) for k, v in p.items()} for name, p in zip(names, wl.params)}
+    return _jax_params(wl, dict(zip(names, wl.params)))
 
 
 def build_funcnn(wl, x, y):
@@ -244,7 +295,8 @@ def build_funcnn(wl, x, y):
     model = funcnn_model(wl.ops)
     params = _funcnn_params(model, wl)
     opt = optax.sgd(LR, momentum=MOMENTUM)
-    loss = fn.losses.softmax_cross_entropy
+    loss = _float32_loss(fn.losses.softmax_cross_entropy)
+    x = jnp.asarray(x, _jax_dtype(wl))
     state = {"p": params, "o": opt.init(params)}
     if wl.n_points:
         # fit itself, scan-compiled epochs with its default shuffle and non-finite guard;
@@ -323,10 +375,7 @@ def build_flax_linen(wl, x, y):
     template = net.init(jax.random.key(0), jnp.zeros((1, *wl.input_shape)))["params"]
     names = list(template)
     params = {
-        "params": {
-            n: {"kernel": jnp.asarray(p["w"]), "bias": jnp.asarray(p["b"])}
-            for n, p in zip(names, wl.params)
-        }
+        "params": {n: {"kernel": p["w"], "bias": p["b"]} for n, p in zip(names, wl.params)}
     }
     return _jax_runner(wl, x, y, params, net.apply)
 
@@ -592,16 +641,18 @@ def _build_torch(wl, x, y, compile_: bool):
     import torch
 
     torch.manual_seed(0)
+    dtype = torch.bfloat16 if wl.dtype == "bfloat16" else torch.float32
     xt, yt = torch.from_numpy(x), torch.from_numpy(y).long()
     if xt.ndim == 4:
         xt = xt.permute(0, 3, 1, 2).contiguous()
+    xt, yt = xt.to(wl.device, dtype), yt.to(wl.device)
     nb = wl.n_points // wl.batch if wl.n_points else 1
     xs = [xt[i * wl.batch : (i + 1) * wl.batch] for i in range(nb)]
     ys = [yt[i * wl.batch : (i + 1) * wl.batch] for i in range(nb)]
     loss_fn = torch.nn.CrossEntropyLoss()
 
     def make():
-        model = _torch_model(wl)
+        model = _torch_model(wl).to(wl.device, dtype)
         fwd = torch.compile(model) if compile_ else model
         return model, fwd, torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
 
@@ -609,7 +660,7 @@ def _build_torch(wl, x, y, compile_: bool):
 
     def step(fwd, opt, xb, yb):
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(fwd(xb), yb)
+        loss = loss_fn(fwd(xb).float(), yb)
         loss.backward()
         opt.step()
         return loss
@@ -617,12 +668,14 @@ def _build_torch(wl, x, y, compile_: bool):
     def unit():
         for i in range(nb):
             step(fwd, opt, xs[i], ys[i])
+        if wl.device != "cpu":
+            torch.cuda.synchronize()
 
     def check():
         _, f, o = make()
         step(f, o, xs[0], ys[0])
         with torch.no_grad():
-            return float(loss_fn(f(xs[0]), ys[0]))
+            return float(loss_fn(f(xs[0]).float(), ys[0]))
 
     return Runner(unit, check)
 
@@ -640,6 +693,7 @@ BUILDERS = {
     "raw_jax": build_raw_jax,
     "raw_jax_shuffled": build_raw_jax_shuffled,
     "raw_jax_loop": build_raw_jax_loop,
+    "stax": build_stax,
     "flax_linen": build_flax_linen,
     "flax_nnx": build_flax_nnx,
     "equinox": build_equinox,

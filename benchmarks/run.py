@@ -3,6 +3,11 @@
     python benchmarks/run.py            # full run (several minutes)
     python benchmarks/run.py --quick    # fewer rounds, no torch.compile (under 3 minutes)
     python benchmarks/run.py --tiny     # correctness of the harness only: same loss after a step
+    python benchmarks/run.py --device gpu --dtype bfloat16 --workloads lenet,alexnet
+
+On a GPU, ``--dtype float32`` is exact float32 arithmetic in every contender (JAX's matmul
+precision "highest", PyTorch's TF32 switched off), ``tf32`` lets both use TF32 matrix units,
+``bfloat16`` holds params, inputs and activations in bfloat16 (the loss on float32 logits).
 
 All contenders of a workload get the same weights, batch, loss (softmax cross-entropy) and
 optimizer (SGD, momentum 0.9, lr 0.01). Timing interleaves the contenders round by round and
@@ -25,18 +30,22 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]  # the workloads, and this checkout's funcnn
 
 import numpy as np  # noqa: E402
-from contenders import BUILDERS, available  # noqa: E402
-from workloads import batch, make  # noqa: E402
+from contenders import BUILDERS, FLOAT32_ONLY, available  # noqa: E402
+from workloads import DTYPES, batch, make  # noqa: E402
 
 ALL_WORKLOADS = ["mlp", "lenet", "epoch", "alexnet"]
 
 
-def matmul_ceiling(n: int = 2048, reps: int = 10) -> float:
-    """GFLOP/s of a jitted n×n float32 matmul: the machine's ceiling for dense work."""
+TOLERANCE = {"float32": 1e-4, "tf32": 1e-4, "bfloat16": 2e-2}  # loss after one step, relative
+
+
+def matmul_ceiling(n: int = 2048, reps: int = 10, dtype: str = "float32") -> float:
+    """GFLOP/s of a jitted n×n matmul in ``dtype``: the machine's ceiling for dense work."""
     import jax
     import jax.numpy as jnp
 
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    dt = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
+    a = jax.random.normal(jax.random.key(0), (n, n), dt)
     f = jax.jit(lambda a: a @ a)
     f(a).block_until_ready()
     times = []
@@ -61,6 +70,9 @@ def build_all(wl, names):
         if not available(name):
             notes[name] = "not installed"
             continue
+        if wl.dtype == "bfloat16" and name in FLOAT32_ONLY:
+            notes[name] = "float32 only in this harness"
+            continue
         try:
             runners[name] = BUILDERS[name](wl, x, y)
         except Exception as err:  # a contender that cannot run is reported, not fatal
@@ -68,16 +80,22 @@ def build_all(wl, names):
     return runners, notes
 
 
-def check(workloads, names) -> int:
-    """Every contender's loss after one step equals raw JAX's to 1e-4 (relative)."""
+def check(workloads, names, dtype: str = "float32", device: str = "cpu") -> int:
+    """Every contender's loss after one step equals raw JAX's (1e-4 relative; bf16: 2e-2)."""
     bad = 0
     for w in workloads:
-        wl = make(w, tiny=True)
+        wl = make(w, tiny=True, dtype=dtype, device=device)
         runners, notes = build_all(wl, names)
         ref = runners["raw_jax"].loss_after_one_step()
-        for name, r in runners.items():
-            value = r.loss_after_one_step()
-            ok = abs(value - ref) <= 1e-4 * max(1.0, abs(ref))
+        for name, r in list(runners.items()):
+            try:
+                value = r.loss_after_one_step()
+            except Exception as err:  # e.g. an op a library lacks in bfloat16 on this device
+                if name in ("funcnn", "raw_jax"):
+                    raise
+                notes[name] = f"failed to run: {type(err).__name__}: {err}"[:160]
+                continue
+            ok = abs(value - ref) <= TOLERANCE[dtype] * max(1.0, abs(ref))
             bad += not ok
             print(
                 f"{w:8s} {name:14s} loss after one step {value:.6f} "
@@ -88,12 +106,20 @@ def check(workloads, names) -> int:
     return bad
 
 
-def measure(wl, runners, rounds: int, min_time: float):
-    compile_s, per_unit = {}, {n: [] for n in runners}
-    for name, r in runners.items():
+def measure(wl, runners, rounds: int, min_time: float, notes: dict):
+    compile_s = {}
+    for name, r in list(runners.items()):
         t = time.perf_counter()
-        r.unit()
+        try:
+            r.unit()
+        except Exception as err:  # reported like a contender that cannot be built
+            if name == "funcnn":
+                raise
+            notes[name] = f"failed to run: {type(err).__name__}: {err}"[:160]
+            del runners[name]
+            continue
         compile_s[name] = time.perf_counter() - t
+    per_unit = {n: [] for n in runners}
     # repetitions per round so one measurement lasts about min_time
     reps = {}
     for name, r in runners.items():
@@ -113,6 +139,31 @@ def measure(wl, runners, rounds: int, min_time: float):
     return {n: statistics.median(v) for n, v in per_unit.items()}, compile_s
 
 
+def setup_device(device: str, dtype: str) -> str:
+    """Pick JAX's platform and matmul precision; return where PyTorch runs (cpu or cuda)."""
+    if device == "cpu":
+        os.environ["JAX_PLATFORMS"] = "cpu"
+    import jax
+
+    gpu = jax.default_backend() == "gpu"
+    if device == "gpu" and not gpu:
+        raise SystemExit(f"--device gpu: JAX found no GPU (backend {jax.default_backend()!r})")
+    if dtype == "tf32" and not gpu:
+        raise SystemExit("--dtype tf32 needs a GPU: a CPU computes float32 exactly")
+    if not gpu:
+        return "cpu"
+    # exact float32 unless TF32 (or bfloat16) is asked for, in both JAX and PyTorch
+    jax.config.update("jax_default_matmul_precision", "highest" if dtype == "float32" else None)
+    if available("torch"):
+        import torch
+
+        if torch.cuda.is_available():
+            torch.backends.cuda.matmul.allow_tf32 = dtype == "tf32"
+            torch.backends.cudnn.allow_tf32 = dtype == "tf32"
+            return "cuda"
+    return "cpu"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer rounds, skip torch.compile")
@@ -120,6 +171,10 @@ def main(argv=None) -> int:
     ap.add_argument("--workloads", default=",".join(ALL_WORKLOADS))
     ap.add_argument("--contenders", default=",".join(BUILDERS))
     ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--dtype", choices=DTYPES, default="float32")
+    ap.add_argument(
+        "--device", choices=("auto", "cpu", "gpu"), default="auto", help="auto: a GPU if found"
+    )
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     args = ap.parse_args(argv)
     workloads = [w for w in args.workloads.split(",") if w]
@@ -127,9 +182,10 @@ def main(argv=None) -> int:
     unknown = [w for w in workloads if w not in ALL_WORKLOADS]
     if unknown:
         ap.error(f"unknown workloads {unknown}; choose from {ALL_WORKLOADS}")
+    device = setup_device(args.device, args.dtype)
     if args.tiny:
         names = [c for c in names if c != "torch_compile"]
-        return 1 if check(workloads, names) else 0
+        return 1 if check(workloads, names, args.dtype, device) else 0
     if args.quick:
         names = [c for c in names if c != "torch_compile"]
     rounds = args.rounds or (5 if args.quick else 15)
@@ -138,16 +194,22 @@ def main(argv=None) -> int:
     import jax
 
     print(
-        f"jax {jax.__version__} on {jax.devices()[0].device_kind}, {os.cpu_count()} CPUs; "
-        f"{rounds} interleaved rounds, medians"
+        f"jax {jax.__version__} on {jax.devices()[0].device_kind}, {os.cpu_count()} CPUs, "
+        f"PyTorch on {device}; {args.dtype}; {rounds} interleaved rounds, medians"
     )
-    ceiling = matmul_ceiling()
-    print(f"(e) jitted 2048×2048 float32 matmul: {ceiling:.1f} GFLOP/s\n")
-    results = {"ceiling_gflops": ceiling, "workloads": {}}
+    n = 2048 if device == "cpu" else 8192
+    ceiling = matmul_ceiling(n, dtype=args.dtype)
+    print(f"(e) jitted {n}×{n} {args.dtype} matmul: {ceiling:.1f} GFLOP/s\n")
+    results = {
+        "ceiling_gflops": ceiling,
+        "device": jax.devices()[0].device_kind,
+        "dtype": args.dtype,
+        "workloads": {},
+    }
     for w in workloads:
-        wl = make(w, quick=args.quick)
+        wl = make(w, quick=args.quick, dtype=args.dtype, device=device)
         runners, notes = build_all(wl, contenders_for(w, names))
-        times, compile_s = measure(wl, runners, rounds, min_time)
+        times, compile_s = measure(wl, runners, rounds, min_time, notes)
         base = times.get("funcnn")
         print(wl.title)
         print(

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 LR, MOMENTUM = 0.01, 0.9
+DTYPES = ("float32", "tf32", "bfloat16")
 
 
 @dataclass
@@ -27,6 +28,8 @@ class Workload:
     n_points: int = 0  # for epoch workloads: the dataset size
     flops_per_step: float = 0.0
     params: list = field(default_factory=list)
+    dtype: str = "float32"  # float32, tf32 (float32 storage, TF32 matmuls on a GPU), bfloat16
+    device: str = "cpu"  # where PyTorch runs: cpu or cuda (JAX uses its default device)
 
 
 MLP_OPS = [("dense", 512), ("relu",), ("dense", 512), ("relu",), ("dense", 10)]
@@ -101,8 +104,16 @@ def shapes_and_params(ops, input_shape, seed: int = 0):
     return params, shape, flops
 
 
-def make(name: str, quick: bool = False, tiny: bool = False) -> Workload:
-    """Build a workload by name: mlp, lenet, epoch, alexnet."""
+def make(
+    name: str, quick: bool = False, tiny: bool = False, dtype: str = "float32", device: str = "cpu"
+) -> Workload:
+    """Build a workload by name: mlp, lenet, epoch, alexnet.
+
+    ``dtype`` is the arithmetic every contender uses (params, inputs and activations; the
+    loss is taken on logits cast to float32); ``device`` is where PyTorch runs.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose from {DTYPES}")
     if name == "mlp":
         wl = Workload(
             "mlp",
@@ -144,6 +155,7 @@ def make(name: str, quick: bool = False, tiny: bool = False) -> Workload:
         )
     else:
         raise ValueError(f"unknown workload {name!r}")
+    wl.dtype, wl.device = dtype, device
     wl.params, out, fwd = shapes_and_params(wl.ops, wl.input_shape)
     assert out == (wl.classes,), (name, out)
     wl.flops_per_step = 3 * fwd * wl.batch  # forward + backward ≈ 3 × forward

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The GPU measurements of docs/benchmarks.md, in one go (about 6 minutes on one H100):
+#
+#   bash benchmarks/gpu_suite.sh [OUT_DIR]
+#
+# 1. the harness on the GPU: every contender's loss after one step agrees (float32, exact);
+# 2. LeNet-5 and AlexNet steps for funcnn, raw JAX, stax, Flax linen and PyTorch CUDA in
+#    float32 (exact), tf32 and bfloat16, interleaved rounds, medians;
+# 3. the MLP step and the small-model epoch for every contender (float32);
+# 4. gpu_check.py: LeNet on digits and an AlexNet step trained on the CPU and the GPU agree.
+# Each part has its own time limit, so one that hangs does not take the others with it; the
+# JSON results and the whole log go to OUT_DIR (default: gpu-results/).
+set -u
+out="${1:-${OUT:-gpu-results}}"
+mkdir -p "$out"
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_MEM_FRACTION=0.45 TF_CPP_MIN_LOG_LEVEL=2
+py="${PYTHON:-python3}"
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+  "$py" -c "import jax, torch; print('jax', jax.__version__, jax.devices()); print('torch', torch.__version__, torch.cuda.get_device_name())"
+  steps="lenet,alexnet"
+  who="funcnn,raw_jax,stax,flax_linen,torch"
+  echo "== 1. harness check on the GPU (float32)"
+  timeout 150 "$py" benchmarks/run.py --tiny --device gpu --workloads "$steps" --contenders "$who"
+  for dtype in float32 tf32 bfloat16; do
+    echo "== 2. $dtype steps"
+    timeout 150 "$py" benchmarks/run.py --quick --rounds 7 --device gpu --dtype "$dtype" \
+      --workloads "$steps" --contenders "$who" --json "$out/gpu-$dtype.json"
+  done
+  echo "== 3. every contender, float32: MLP step and small-model epoch"
+  timeout 150 "$py" benchmarks/run.py --quick --device gpu --workloads mlp,epoch \
+    --json "$out/gpu-mlp-epoch.json"
+  echo "== 4. gpu_check.py"
+  timeout 150 "$py" benchmarks/gpu_check.py --require-gpu
+} 2>&1 | tee "$out/gpu-log.txt"
