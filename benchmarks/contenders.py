@@ -285,7 +285,8 @@ def _funcnn_params(model, wl):
     return _jax_params(wl, dict(zip(names, wl.params)))
 
 
-def build_funcnn(wl, x, y):
+def build_funcnn(wl, x, y, **fit_options):
+    """``train_step`` for a step; ``fit`` (with ``fit_options``) for an epoch workload."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -315,6 +316,7 @@ def build_funcnn(wl, x, y):
                 metrics={},
                 progress=False,
                 opt_state=state["o"],
+                **fit_options,
             )
             state["p"], state["o"] = r.params, r.opt_state
             jax.block_until_ready(r.params)
@@ -374,9 +376,7 @@ def build_flax_linen(wl, x, y):
     net = Net()
     template = net.init(jax.random.key(0), jnp.zeros((1, *wl.input_shape)))["params"]
     names = list(template)
-    params = {
-        "params": {n: {"kernel": p["w"], "bias": p["b"]} for n, p in zip(names, wl.params)}
-    }
+    params = {"params": {n: {"kernel": p["w"], "bias": p["b"]} for n, p in zip(names, wl.params)}}
     return _jax_runner(wl, x, y, params, net.apply)
 
 

@@ -7,7 +7,10 @@
 # 2. LeNet-5 and AlexNet steps for funcnn, raw JAX, stax, Flax linen and PyTorch CUDA in
 #    float32 (exact), tf32 and bfloat16, interleaved rounds, medians;
 # 3. the MLP step and the small-model epoch for every contender (float32);
-# 4. gpu_check.py: LeNet on digits and an AlexNet step trained on the CPU and the GPU agree.
+# 4. fit_breakdown.py: fit's epoch with its shuffle and guard on and off against a plain scan;
+# 5. gpu_check.py: LeNet on digits and an AlexNet step trained on the CPU and the GPU agree.
+# Hand-written JAX is listed first: on a GPU the first contender to compile a shape pays XLA's
+# autotuning, which the others then find in the process's cache (see docs/benchmarks.md).
 # Each part has its own time limit, so one that hangs does not take the others with it; the
 # JSON results and the whole log go to OUT_DIR (default: gpu-results/).
 set -u
@@ -20,7 +23,7 @@ py="${PYTHON:-python3}"
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
   "$py" -c "import jax, torch; print('jax', jax.__version__, jax.devices()); print('torch', torch.__version__, torch.cuda.get_device_name())"
   steps="lenet,alexnet"
-  who="funcnn,raw_jax,stax,flax_linen,torch"
+  who="raw_jax,funcnn,stax,flax_linen,torch"
   echo "== 1. harness check on the GPU (float32)"
   timeout 150 "$py" benchmarks/run.py --tiny --device gpu --workloads "$steps" --contenders "$who"
   for dtype in float32 tf32 bfloat16; do
@@ -30,7 +33,10 @@ py="${PYTHON:-python3}"
   done
   echo "== 3. every contender, float32: MLP step and small-model epoch"
   timeout 150 "$py" benchmarks/run.py --quick --device gpu --workloads mlp,epoch \
+    --contenders "raw_jax,funcnn,raw_jax_shuffled,raw_jax_loop,stax,flax_linen,flax_nnx,equinox,torch" \
     --json "$out/gpu-mlp-epoch.json"
-  echo "== 4. gpu_check.py"
+  echo "== 4. fit_breakdown.py"
+  timeout 150 "$py" benchmarks/fit_breakdown.py --rounds 9 --device gpu
+  echo "== 5. gpu_check.py"
   timeout 150 "$py" benchmarks/gpu_check.py --require-gpu
 } 2>&1 | tee "$out/gpu-log.txt"

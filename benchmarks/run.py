@@ -158,8 +158,12 @@ def setup_device(device: str, dtype: str) -> str:
         import torch
 
         if torch.cuda.is_available():
-            torch.backends.cuda.matmul.allow_tf32 = dtype == "tf32"
-            torch.backends.cudnn.allow_tf32 = dtype == "tf32"
+            tf32 = dtype == "tf32"
+            if hasattr(torch.backends.cudnn, "conv"):  # PyTorch ≥ 2.9: convolutions default to TF32
+                torch.backends.cuda.matmul.fp32_precision = "tf32" if tf32 else "ieee"
+                torch.backends.cudnn.conv.fp32_precision = "tf32" if tf32 else "ieee"
+            else:
+                torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
             return "cuda"
     return "cpu"
 
