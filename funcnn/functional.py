@@ -6,12 +6,14 @@ imports no other funcnn module.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array, lax
+from jax.custom_derivatives import SymbolicZero
 
 __all__ = [
     "dense",
@@ -217,16 +219,95 @@ def conv2d(
     """
     if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
         raise ValueError(f"conv2d: groups must be an int >= 1, got {groups!r}")
-    y = lax.conv_general_dilated(
+    stride = _pair(stride, "conv2d: stride")
+    dilation = _pair(dilation, "conv2d: dilation")
+    pad = spatial_padding(padding, "conv2d: padding")
+    if isinstance(pad, str) and jnp.ndim(x) == 4 and jnp.ndim(w) == 4:
+        pad = tuple(lax.padtype_to_pads(x.shape[1:3], _dilated(w.shape[:2], dilation), stride, pad))
+    conv = functools.partial(_conv, stride=stride, pad=pad, dilation=dilation, groups=groups)
+    one_channel = (
+        jnp.ndim(x) == 4 and jnp.ndim(w) == 4 and x.shape[-1] == w.shape[2] == 1 and groups == 1
+    )
+    fits = (
+        one_channel
+        and all(  # else lax.conv_general_dilated says what is wrong
+            n + lo + hi >= span
+            for n, (lo, hi), span in zip(x.shape[1:3], pad, _dilated(w.shape[:2], dilation))
+        )
+    )
+    if fits and jnp.issubdtype(jnp.result_type(x, w), jnp.floating):
+        # one input channel (a grayscale first layer): XLA's CPU convolution is slow there
+        y = _on_cpu(_single_channel_conv(stride, pad, dilation), conv, x, w)
+    else:
+        y = conv(x, w)
+    return y if b is None else y + b
+
+
+def _dilated(window, dilation):
+    return tuple(d * (f - 1) + 1 for f, d in zip(window, dilation))
+
+
+def _conv(x, w, *, stride, pad, dilation, groups):
+    return lax.conv_general_dilated(
         x,
         w,
-        window_strides=_pair(stride, "conv2d: stride"),
-        padding=spatial_padding(padding, "conv2d: padding"),
-        rhs_dilation=_pair(dilation, "conv2d: dilation"),
+        window_strides=stride,
+        padding=pad,
+        rhs_dilation=dilation,
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
         feature_group_count=groups,
     )
-    return y if b is None else y + b
+
+
+def _on_cpu(fast, default, *args):
+    """``fast(*args)`` in programs compiled for a CPU, ``default(*args)`` elsewhere.
+
+    The two compute the same function; ``fast`` is a formulation that XLA's CPU backend runs
+    several times faster (measured in ``docs/benchmarks.md``). Only the branch for the
+    platform a program is compiled for is lowered."""
+    return lax.platform_dependent(*args, cpu=fast, default=default)
+
+
+@functools.cache
+def _single_channel_conv(stride, pad, dilation):
+    """``conv2d`` of a one-channel image as ``Σ_{u,v} x̂[s i + D u, s j + D v] · w[u, v, 0, :]``:
+    one fused loop over the output instead of XLA CPU's convolution (about 10× faster for
+    LeNet's first layer). Derivatives are the convolution's own (``lax.conv_general_dilated``
+    on the tangents), in forward and reverse mode."""
+    conv = functools.partial(_conv, stride=stride, pad=pad, dilation=dilation, groups=1)
+
+    @jax.custom_jvp
+    def f(x, w):
+        (sh, sw), (dh, dw) = stride, dilation
+        dtype = jnp.result_type(x, w)
+        acc = jnp.promote_types(dtype, jnp.float32)  # bfloat16 sums in float32, as XLA's
+        xp, w = jnp.pad(x, ((0, 0), *pad, (0, 0))).astype(acc), w.astype(acc)
+        fh, fw = w.shape[:2]
+        ho = (xp.shape[1] - dh * (fh - 1) - 1) // sh + 1
+        wo = (xp.shape[2] - dw * (fw - 1) - 1) // sw + 1
+        y = None
+        for u in range(fh):
+            for v in range(fw):
+                window = xp[:, u * dh : u * dh + (ho - 1) * sh + 1 : sh,
+                            v * dw : v * dw + (wo - 1) * sw + 1 : sw]  # fmt: skip
+                term = window * w[u, v, 0]
+                y = term if y is None else y + term
+        return y.astype(dtype)
+
+    def jvp(primals, tangents):
+        (x, w), (tx, tw) = primals, tangents
+        y = f(x, w)
+        terms = [conv(t, w) for t in (tx,) if not _zero(t)]
+        terms += [conv(x, t) for t in (tw,) if not _zero(t)]
+        return y, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(y)
+
+    f.defjvp(jvp, symbolic_zeros=True)
+    return f
+
+
+def _zero(t) -> bool:
+    """Whether a tangent is a symbolic zero (an input nobody differentiates)."""
+    return isinstance(t, SymbolicZero)
 
 
 def _pool_window(x: Array, window, stride, padding, who: str):
@@ -261,7 +342,57 @@ def max_pool(
     [[5.0, 7.0], [13.0, 15.0]]
     """
     dims, strides, pads = _pool_window(x, window, stride, padding, "max_pool")
+    tiled = dims == strides and all(lo == hi == 0 for lo, hi in pads) and jnp.ndim(x) == 4
+    if tiled and dims[1] * dims[2] <= 127 and jnp.issubdtype(x.dtype, jnp.floating):
+        # windows that tile the image: a cheaper derivative than the generic one on a CPU
+        return _on_cpu(_tiled_max_pool(dims[1:3]), _reduce_max(dims), x)
     return lax.reduce_window(x, -jnp.inf, lax.max, dims, strides, pads)
+
+
+def _reduce_max(dims):
+    return lambda x: lax.reduce_window(x, -jnp.inf, lax.max, dims, dims, "VALID")
+
+
+@functools.cache
+def _tiled_max_pool(window):
+    """Max pooling with ``stride = window`` and no padding, with the derivative of
+    ``lax.reduce_window``'s (each window's tangent is that of its first maximum in row-major
+    order) computed from one small index: ``k* = argmax_k x_k`` over the window's positions
+    ``k = F_w u + v``, found by a reduce-window over ``(x, k)`` pairs, then
+    ``ẏ = Σ_k [k = k*] ẋ_k``. XLA CPU's generic derivative materializes four full-size index
+    arrays and a scatter instead."""
+    fh, fw = window
+    dims = (1, fh, fw, 1)
+    f = jax.custom_jvp(_reduce_max(dims))
+
+    def pick(a, b):  # the larger value; on a tie, the smaller position
+        (va, ka), (vb, kb) = a, b
+        take_a = (va > vb) | ((va == vb) & (ka < kb))
+        return jnp.where(take_a, va, vb), jnp.where(take_a, ka, kb)
+
+    def jvp(primals, tangents):
+        (x,), (t,) = primals, tangents
+        y = f(x)
+        n, h, w, c = x.shape
+        ho, wo = h // fh, w // fw
+        x = x[:, : ho * fh, : wo * fw]
+        pos = jnp.arange(fh, dtype=jnp.int8)[:, None] * fw + jnp.arange(fw, dtype=jnp.int8)
+        pos = jnp.broadcast_to(jnp.tile(pos, (ho, wo))[None, :, :, None], x.shape)
+        init = (jnp.array(-jnp.inf, x.dtype), jnp.array(127, jnp.int8))
+        _, first = lax.reduce_window((x, pos), init, pick, dims, dims, "VALID")
+        t = t[:, : ho * fh, : wo * fw]
+        dy = functools.reduce(
+            jnp.add,
+            [
+                jnp.where(first == u * fw + v, t[:, u::fh, v::fw], jnp.zeros((), t.dtype))
+                for u in range(fh)
+                for v in range(fw)
+            ],
+        )
+        return y, dy
+
+    f.defjvp(jvp)
+    return f
 
 
 def avg_pool(

@@ -1,0 +1,152 @@
+"""The CPU formulations of ``conv2d`` (one input channel) and ``max_pool`` (tiling windows).
+
+On a CPU, funcnn computes a one-channel convolution as a sum of shifted products and gives
+tiling max pooling a cheaper derivative (docs/benchmarks.md has the timings). They must be the
+same functions, with the same derivatives, as ``lax.conv_general_dilated`` and
+``lax.reduce_window``, which every other platform still runs: checked here value for value,
+in reverse and forward mode, on ties, and in the lowered programs.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from funcnn import functional as F
+
+DN = ("NHWC", "HWIO", "NHWC")
+
+
+def lax_conv(x, w, stride, padding, dilation):
+    pad = F.spatial_padding(padding)
+    if isinstance(pad, str):
+        dilated = [d * (k - 1) + 1 for k, d in zip(w.shape[:2], dilation)]
+        pad = lax.padtype_to_pads(x.shape[1:3], dilated, stride, pad)
+    return lax.conv_general_dilated(x, w, stride, pad, rhs_dilation=dilation, dimension_numbers=DN)
+
+
+def lax_max_pool(x, window):
+    dims = (1, *window, 1)
+    return lax.reduce_window(x, -jnp.inf, lax.max, dims, dims, "VALID")
+
+
+CONVS = [  # stride, padding, dilation, kernel
+    ((1, 1), "SAME", (1, 1), (5, 5)),
+    ((2, 2), "VALID", (1, 1), (3, 3)),
+    ((1, 2), ((1, 2), (0, 3)), (2, 1), (3, 4)),
+    ((3, 1), "SAME", (2, 2), (2, 3)),
+]
+
+
+@pytest.mark.parametrize("stride, padding, dilation, kernel", CONVS)
+def test_one_channel_conv_is_lax_conv_with_its_derivatives(x64, stride, padding, dilation, kernel):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(3, 11, 13, 1)))
+    w = jnp.asarray(rng.normal(size=(*kernel, 1, 4)))
+
+    def ours(x, w):
+        return F.conv2d(x, w, stride=stride, padding=padding, dilation=dilation)
+
+    def ref(x, w):
+        return lax_conv(x, w, stride, padding, dilation)
+
+    y, y_ref = jax.jit(ours)(x, w), ref(x, w)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-12)
+    g = jnp.asarray(rng.normal(size=y.shape))
+    for got, want in zip(jax.vjp(ours, x, w)[1](g), jax.vjp(ref, x, w)[1](g)):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    tx, tw = jnp.asarray(rng.normal(size=x.shape)), jnp.asarray(rng.normal(size=w.shape))
+    _, t_ours = jax.jvp(ours, (x, w), (tx, tw))
+    _, t_ref = jax.jvp(ref, (x, w), (tx, tw))
+    np.testing.assert_allclose(t_ours, t_ref, rtol=1e-12, atol=1e-12)
+
+    # second order: a Hessian-vector product through the loss ½‖y‖²
+    def hvp(f):
+        def loss(w):
+            return 0.5 * jnp.sum(f(x, w) ** 2)
+
+        return jax.jvp(jax.grad(loss), (w,), (tw,))[1]
+
+    np.testing.assert_allclose(hvp(ours), hvp(ref), rtol=1e-10, atol=1e-10)
+
+
+def test_one_channel_conv_in_bfloat16_sums_in_float32():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(4, 28, 28, 1)).astype(np.float32)
+    w = rng.normal(size=(5, 5, 1, 6)).astype(np.float32)
+    xb, wb = (jnp.asarray(a, jnp.bfloat16).astype(jnp.float32) for a in (x, w))
+    exact = lax_conv(xb, wb, (1, 1), "SAME", (1, 1))
+    y = F.conv2d(jnp.asarray(x, jnp.bfloat16), jnp.asarray(w, jnp.bfloat16), padding="SAME")
+    assert y.dtype == jnp.bfloat16
+    err = np.abs(np.asarray(y, np.float32) - exact).max() / np.abs(exact).max()
+    assert err < 2**-8  # one bfloat16 rounding of the output, not 25 of the partial sums
+
+
+@pytest.mark.parametrize("window, shape", [((2, 2), (3, 9, 7, 4)), ((2, 3), (2, 8, 8, 3)),
+                                           ((3, 3), (2, 6, 7, 1))])  # fmt: skip
+def test_tiled_max_pool_is_reduce_window_with_its_derivative(window, shape):
+    rng = np.random.default_rng(2)
+    # small integers: many ties, where the derivative must pick each window's first maximum
+    x = jnp.asarray(rng.integers(0, 3, shape).astype(np.float32))
+
+    def ours(x):
+        return F.max_pool(x, window)
+
+    def ref(x):
+        return lax_max_pool(x, window)
+
+    y = jax.jit(ours)(x)
+    np.testing.assert_array_equal(y, ref(x))
+    g = jnp.asarray(rng.normal(size=y.shape).astype(np.float32))
+    np.testing.assert_array_equal(jax.jit(jax.vjp(ours, x)[1])(g)[0], jax.vjp(ref, x)[1](g)[0])
+    t = jnp.asarray(rng.normal(size=shape).astype(np.float32))
+    np.testing.assert_array_equal(jax.jvp(ours, (x,), (t,))[1], jax.jvp(ref, (x,), (t,))[1])
+    np.testing.assert_array_equal(jax.jacfwd(lambda x: ours(x).sum())(x),
+                                  jax.grad(lambda x: ref(x).sum())(x))  # fmt: skip
+    batched = jax.vmap(lambda xi: ours(xi[None])[0])(x)
+    np.testing.assert_array_equal(batched, ref(x))
+
+
+def test_max_pool_gradient_by_hand():
+    """The first maximum of each window gets the whole upstream gradient."""
+    x = jnp.array([[1.0, 3.0, 2.0, 2.0], [3.0, 0.0, 0.0, 1.0]]).reshape(1, 2, 4, 1)
+    g = jnp.array([10.0, 20.0]).reshape(1, 1, 2, 1)
+    dx = jax.vjp(F.max_pool, x)[1](g)[0][0, :, :, 0]
+    np.testing.assert_array_equal(dx, [[0.0, 10.0, 20.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+
+
+def lowered(f, *args, platform):
+    return jax.jit(f).trace(*args).lower(lowering_platforms=(platform,)).as_text()
+
+
+def test_a_cpu_program_takes_the_fast_paths_and_a_gpu_program_does_not():
+    x, w = jnp.ones((2, 8, 8, 1)), jnp.ones((3, 3, 1, 4))
+
+    def net(w):
+        return F.max_pool(F.conv2d(x, w, padding="SAME")).sum()
+
+    cpu, gpu = lowered(jax.grad(net), w, platform="cpu"), lowered(jax.grad(net), w, platform="cuda")
+    # forward on the CPU: shifted products, no convolution; the weight gradient is still the
+    # convolution's own, so exactly one convolution remains (two elsewhere)
+    assert cpu.count("stablehlo.convolution") == 1 and gpu.count("stablehlo.convolution") == 2
+    # the pooling derivative: a reduce-window over (value, int8 position), no select-and-scatter
+    assert "xi8>" in cpu and "select_and_scatter" not in cpu
+    assert "xi8>" not in gpu and "select_and_scatter" in gpu
+
+
+def test_other_shapes_keep_lax():
+    """Several input channels, groups, overlapping or padded pools: the plain ops."""
+    x3, w3 = jnp.ones((1, 8, 8, 3)), jnp.ones((3, 3, 3, 2))
+    assert "stablehlo.convolution" in lowered(lambda x: F.conv2d(x, w3), x3, platform="cpu")
+    x1 = jnp.ones((1, 8, 8, 1))
+    for pool in (lambda x: F.max_pool(x, 3, stride=2), lambda x: F.max_pool(x, 2, padding=1)):
+        text = lowered(jax.grad(lambda x, pool=pool: pool(x).sum()), x1, platform="cpu")
+        assert "select_and_scatter" in text and "xi8>" not in text
+
+
+def test_mismatched_channels_are_still_an_error():
+    with pytest.raises(ValueError, match="feature"):
+        F.conv2d(jnp.ones((1, 8, 8, 1)), jnp.ones((3, 3, 2, 4)))
