@@ -47,3 +47,22 @@ def test_harness_notices_a_mismatch(root):
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=root
     )
     assert proc.returncode != 0 and "MISMATCH" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_bfloat16_contenders_agree_and_tf32_needs_a_gpu(root):
+    """--dtype reaches every contender: in bfloat16 they agree to 2e-2 after one step."""
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/run.py", "--tiny", "--dtype", "bfloat16", "--device", "cpu",
+         "--workloads", "mlp,lenet", "--contenders", "funcnn,raw_jax,stax,flax_nnx"],
+        capture_output=True, text=True, timeout=600, cwd=root,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = [ln for ln in proc.stdout.splitlines() if "loss after one step" in ln]
+    assert {ln.split()[1] for ln in lines} == {"funcnn", "raw_jax", "stax"}, proc.stdout
+    assert all(ln.rstrip().endswith("ok") for ln in lines), proc.stdout
+    assert "flax_nnx       float32 only" in proc.stdout
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/run.py", "--tiny", "--dtype", "tf32", "--device", "cpu"],
+        capture_output=True, text=True, timeout=300, cwd=root,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "tf32 needs a GPU" in proc.stderr
