@@ -235,7 +235,8 @@ def conv2d(
             for n, (lo, hi), span in zip(x.shape[1:3], pad, _dilated(w.shape[:2], dilation))
         )
     )
-    if fits and jnp.issubdtype(jnp.result_type(x, w), jnp.floating):
+    same_dtype = jnp.result_type(x) == jnp.result_type(w)  # else lax says they differ
+    if fits and same_dtype and jnp.issubdtype(jnp.result_type(x), jnp.floating):
         # one input channel (a grayscale first layer): XLA's CPU convolution is slow there
         y = _on_cpu(_single_channel_conv(stride, pad, dilation), conv, x, w)
     else:
@@ -379,6 +380,8 @@ def _tiled_max_pool(window):
         pos = jnp.arange(fh, dtype=jnp.int8)[:, None] * fw + jnp.arange(fw, dtype=jnp.int8)
         pos = jnp.broadcast_to(jnp.tile(pos, (ho, wo))[None, :, :, None], x.shape)
         init = (jnp.array(-jnp.inf, x.dtype), jnp.array(127, jnp.int8))
+        # which position wins is piecewise constant in x: no derivative flows through it
+        x = lax.stop_gradient(x)
         _, first = lax.reduce_window((x, pos), init, pick, dims, dims, "VALID")
         t = t[:, : ho * fh, : wo * fw]
         dy = functools.reduce(

@@ -150,3 +150,35 @@ def test_other_shapes_keep_lax():
 def test_mismatched_channels_are_still_an_error():
     with pytest.raises(ValueError, match="feature"):
         F.conv2d(jnp.ones((1, 8, 8, 1)), jnp.ones((3, 3, 2, 4)))
+
+
+def test_second_derivatives_through_both():
+    """A Hessian through conv2d then max_pool: the pooling derivative's window positions are
+    constants (max pooling is piecewise linear), so it must differentiate again like lax's."""
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(1, 4, 4, 1)).astype(np.float32))
+    w = jnp.asarray(rng.normal(size=(3, 3, 1, 2)).astype(np.float32))
+
+    def loss(pool, conv):
+        return lambda w: jnp.sum(pool(jnp.tanh(conv(x, w))) ** 2)
+
+    def ref_conv(x, w):
+        return lax_conv(x, w, (1, 1), "SAME", (1, 1))
+
+    ours = loss(F.max_pool, lambda x, w: F.conv2d(x, w, padding="SAME"))
+    ref = loss(lambda h: lax_max_pool(h, (2, 2)), ref_conv)
+    np.testing.assert_allclose(jax.hessian(ours)(w), jax.hessian(ref)(w), rtol=1e-4, atol=1e-4)
+    h_pool = jax.hessian(lambda x: jnp.sum(F.max_pool(x) ** 2))(x)
+    h_ref = jax.hessian(lambda x: jnp.sum(lax_max_pool(x, (2, 2)) ** 2))(x)
+    np.testing.assert_array_equal(h_pool, h_ref)
+
+
+@pytest.mark.parametrize("dx, dw", [(jnp.int32, jnp.float32), (jnp.float16, jnp.float32)])
+def test_one_channel_conv_with_mixed_dtypes_is_still_lax_error(dx, dw):
+    """lax.conv_general_dilated refuses operands of different dtypes on every platform; the
+    CPU formulation must not quietly promote them instead."""
+    x, w = jnp.ones((1, 5, 5, 1), dx), jnp.ones((3, 3, 1, 2), dw)
+    with pytest.raises(TypeError, match="same dtypes"):
+        lax_conv(x, w, (1, 1), "VALID", (1, 1))
+    with pytest.raises(TypeError, match="same dtypes"):
+        F.conv2d(x, w)
