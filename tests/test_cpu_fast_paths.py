@@ -12,9 +12,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from jax import lax
 
+from funcnn import core, layers, losses, train
 from funcnn import functional as F
 
 DN = ("NHWC", "HWIO", "NHWC")
@@ -167,7 +169,12 @@ def test_second_derivatives_through_both():
 
     ours = loss(F.max_pool, lambda x, w: F.conv2d(x, w, padding="SAME"))
     ref = loss(lambda h: lax_max_pool(h, (2, 2)), ref_conv)
-    np.testing.assert_allclose(jax.hessian(ours)(w), jax.hessian(ref)(w), rtol=1e-4, atol=1e-4)
+    v = jnp.asarray(rng.normal(size=w.shape).astype(np.float32))
+
+    def hvp(loss):  # forward over reverse, as jax.hessian
+        return jax.jvp(jax.grad(loss), (w,), (v,))[1]
+
+    np.testing.assert_allclose(hvp(ours), hvp(ref), rtol=1e-4, atol=1e-4)
     h_pool = jax.hessian(lambda x: jnp.sum(F.max_pool(x) ** 2))(x)
     h_ref = jax.hessian(lambda x: jnp.sum(lax_max_pool(x, (2, 2)) ** 2))(x)
     np.testing.assert_array_equal(h_pool, h_ref)
@@ -182,3 +189,125 @@ def test_one_channel_conv_with_mixed_dtypes_is_still_lax_error(dx, dw):
         lax_conv(x, w, (1, 1), "VALID", (1, 1))
     with pytest.raises(TypeError, match="same dtypes"):
         F.conv2d(x, w)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float16, jnp.bfloat16])
+def test_tiled_max_pool_with_nan_and_infinities(dtype):
+    """NaN wins a window's value; the derivative picks the same position as lax's."""
+    rng = np.random.default_rng(4)
+    values = np.array([np.nan, np.inf, -np.inf, 0.0, 1.0])
+    x = rng.choice(values, size=(2, 6, 6, 2), p=[0.1, 0.1, 0.3, 0.25, 0.25])
+    x[0, :2, :2, 0] = -np.inf  # a window of -inf only
+    x[0, :2, 2:4, 0] = np.nan  # a window of NaN only
+    x = jnp.asarray(x, dtype)
+
+    def ref(x):
+        return lax_max_pool(x, (2, 2))
+
+    def same(a, b):  # float32 first: numpy sees no NaN in bfloat16
+        np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
+
+    y, y_ref = F.max_pool(x), ref(x)
+    assert y.dtype == dtype
+    same(y, y_ref)
+    g = jnp.asarray(rng.normal(size=y.shape), dtype)
+    same(jax.vjp(F.max_pool, x)[1](g)[0], jax.vjp(ref, x)[1](g)[0])
+    t = jnp.asarray(rng.normal(size=x.shape), dtype)
+    ty, ty_ref = jax.jvp(F.max_pool, (x,), (t,))[1], jax.jvp(ref, (x,), (t,))[1]
+    # on a window of -inf only, lax's forward derivative is 0 while its reverse derivative
+    # sends the cotangent to the first position; ours is one linear map and keeps the reverse
+    # one (the one training uses): the tangent of the window's first position
+    only_minus_inf = np.asarray(y_ref == -np.inf)
+    assert only_minus_inf[0, 0, 0, 0]
+    same(jnp.where(only_minus_inf, 0, ty), jnp.where(only_minus_inf, 0, ty_ref))
+    same(ty[only_minus_inf], t[:, ::2, ::2][only_minus_inf])
+
+
+def test_shapes_smaller_than_the_window_are_empty_as_with_lax():
+    x = jnp.ones((1, 1, 3, 1))
+    y = F.max_pool(x, 2)
+    assert y.shape == lax_max_pool(x, (2, 2)).shape == (1, 0, 1, 1)
+    np.testing.assert_array_equal(jax.grad(lambda x: F.max_pool(x, 2).sum())(x), 0 * x)
+    x, w = jnp.ones((1, 2, 4, 1)), jnp.ones((3, 3, 1, 2))  # a kernel taller than the image
+    for padding in ("VALID", ((0, 0), (1, 1))):
+        y = F.conv2d(x, w, padding=padding)
+        assert y.shape == lax_conv(x, w, (1, 1), padding, (1, 1)).shape
+        assert y.shape[1] == 0
+
+
+def test_one_channel_conv_in_float16():
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.normal(size=(2, 9, 9, 1)), jnp.float16)
+    w = jnp.asarray(rng.normal(size=(3, 3, 1, 4)), jnp.float16)
+    kw = dict(stride=(2, 1), padding=((1, 2), (0, 1)), dilation=(1, 2))
+    y = F.conv2d(x, w, **kw)
+    exact = lax_conv(
+        np.asarray(x, np.float64), np.asarray(w, np.float64), (2, 1), kw["padding"], (1, 2)
+    )
+    assert y.dtype == jnp.float16
+    assert np.abs(np.asarray(y, np.float64) - exact).max() / np.abs(exact).max() < 2**-10
+
+
+def test_vmap_and_remat_around_both():
+    """Per-example images and kernels under vmap; the gradient through jax.checkpoint."""
+    rng = np.random.default_rng(6)
+    xs = jnp.asarray(rng.normal(size=(3, 2, 6, 6, 1)).astype(np.float32))
+    ws = jnp.asarray(rng.normal(size=(3, 3, 3, 1, 2)).astype(np.float32))
+
+    def ours(x, w):
+        return F.max_pool(F.conv2d(x, w, padding="SAME"))
+
+    def ref(x, w):
+        return lax_max_pool(lax_conv(x, w, (1, 1), "SAME", (1, 1)), (2, 2))
+
+    want = np.stack([ref(x, w) for x, w in zip(xs, ws)])
+    np.testing.assert_allclose(jax.vmap(ours)(xs, ws), want, rtol=1e-5, atol=1e-5)
+    shared, shared_ref = jax.vmap(ours, (0, None))(xs, ws[0]), jax.vmap(ref, (0, None))(xs, ws[0])
+    np.testing.assert_allclose(shared, shared_ref, rtol=1e-5, atol=1e-5)
+
+    def loss(f):
+        return lambda w: jnp.sum(jax.vmap(f, (0, None))(xs, w) ** 2)
+
+    np.testing.assert_allclose(
+        jax.jit(jax.grad(jax.checkpoint(loss(ours))))(ws[0]),
+        jax.grad(loss(ref))(ws[0]),
+        rtol=1e-4,
+        atol=1e-4,
+    )
+
+
+def test_fit_with_scan_takes_the_steps_of_plain_lax():
+    """Two epochs of SGD inside fit(scan=True) against the same steps written out with lax."""
+    net = core.serial(
+        layers.Conv(2, 3, padding="SAME"), layers.MaxPool(2), layers.Flatten(), layers.Dense(3)
+    )
+    _, params = net.init(jax.random.key(0), (-1, 6, 6, 1))
+    rng = np.random.default_rng(7)
+    x = jnp.asarray(rng.normal(size=(8, 6, 6, 1)).astype(np.float32))
+    y = jnp.asarray(rng.integers(0, 3, 8))
+    result = train.fit(
+        net,
+        params,
+        x,
+        y,
+        loss=losses.softmax_cross_entropy,
+        optimizer=optax.sgd(0.1),
+        epochs=2,
+        batch_size=4,
+        shuffle=False,
+        scan=True,
+        progress=False,
+    )
+
+    def ref_loss(p, x, y):
+        h = lax_conv(x, p["conv_0"]["w"], (1, 1), "SAME", (1, 1)) + p["conv_0"]["b"]
+        h = lax_max_pool(h, (2, 2)).reshape(len(x), -1)
+        return losses.softmax_cross_entropy(h @ p["dense_0"]["w"] + p["dense_0"]["b"], y)
+
+    p = params
+    for _ in range(2):
+        for i in (0, 4):
+            g = jax.grad(ref_loss)(p, x[i : i + 4], y[i : i + 4])
+            p = jax.tree.map(lambda a, b: a - 0.1 * b, p, g)
+    for got, want in zip(jax.tree.leaves(result.params), jax.tree.leaves(p)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
