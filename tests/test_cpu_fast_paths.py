@@ -311,3 +311,11 @@ def test_fit_with_scan_takes_the_steps_of_plain_lax():
             p = jax.tree.map(lambda a, b: a - 0.1 * b, p, g)
     for got, want in zip(jax.tree.leaves(result.params), jax.tree.leaves(p)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_windows_of_more_than_127_positions_keep_lax():
+    """Positions are int8 with 127 as the reduction's start: windows of up to 127 positions."""
+    x = jnp.ones((1, 2, 256, 1))
+    for window, fast in (((1, 127), True), ((1, 128), False), ((2, 64), False)):
+        text = lowered(jax.grad(lambda x, w=window: F.max_pool(x, w).sum()), x, platform="cpu")
+        assert ("xi8>" in text) == fast and ("select_and_scatter" in text) != fast
