@@ -297,7 +297,7 @@ def build_funcnn(wl, x, y, **fit_options):
     params = _funcnn_params(model, wl)
     opt = optax.sgd(LR, momentum=MOMENTUM)
     loss = _float32_loss(fn.losses.softmax_cross_entropy)
-    x = jnp.asarray(x, _jax_dtype(wl))
+    x, y = jnp.asarray(x, _jax_dtype(wl)), jnp.asarray(y)  # on the device once, as for the others
     state = {"p": params, "o": opt.init(params)}
     if wl.n_points:
         # fit itself, scan-compiled epochs with its default shuffle and non-finite guard;
