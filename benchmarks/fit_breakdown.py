@@ -11,7 +11,6 @@ medians and the ratio to the unshuffled scan.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -33,12 +32,12 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--device", choices=("cpu", "gpu", "auto"), default="auto")
     args = ap.parse_args(argv)
-    if args.device == "cpu":
-        os.environ["JAX_PLATFORMS"] = "cpu"
-    import jax
     from contenders import build_funcnn, build_raw_jax, build_raw_jax_shuffled
-    from run import measure
+    from run import measure, setup_device
     from workloads import batch, make
+
+    setup_device(args.device, "float32")  # --device gpu without a GPU is an error, as in run.py
+    import jax
 
     wl = make("epoch")
     x, y = batch(wl)

@@ -7,9 +7,12 @@ and hand-written JAX always; Flax, Equinox and PyTorch when present) must agree 
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 
 def test_every_contender_agrees_after_one_step(root):
@@ -69,3 +72,78 @@ def test_bfloat16_contenders_agree_and_tf32_needs_a_gpu(root):
         capture_output=True, text=True, timeout=300, cwd=root,
     )  # fmt: skip
     assert proc.returncode != 0 and "tf32 needs a GPU" in proc.stderr
+
+
+def test_tiny_counts_a_contender_that_fails_and_names_unknown_ones(root):
+    """--tiny fails when a contender cannot be built; raw JAX is the reference even if not
+    listed; an unknown contender name is an error that names it."""
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.path[:0] = ["benchmarks", "."]
+        import contenders, run
+
+        def broken(wl, x, y):
+            raise RuntimeError("no such layer")
+
+        run.BUILDERS["raw_jax_loop"] = broken
+        print("BAD", run.check(["mlp"], ["raw_jax", "raw_jax_loop"]))
+        print("ALONE", run.check(["mlp"], ["stax"]))
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=root
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    assert "BAD 1" in out and "failed to build: RuntimeError: no such layer" in out, out
+    assert "ALONE 0" in out and "mlp      stax" in out, out
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/run.py", "--tiny", "--contenders", "raw_jax,flx"],
+        capture_output=True, text=True, timeout=120, cwd=root,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "unknown contenders ['flx']" in proc.stderr, proc.stderr
+
+
+def test_fit_breakdown_refuses_gpu_without_one(root):
+    """--device gpu must not quietly time the CPU."""
+    import jax
+
+    if jax.default_backend() == "gpu":
+        pytest.skip("a GPU is present")
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/fit_breakdown.py", "--device", "gpu", "--rounds", "1"],
+        capture_output=True, text=True, timeout=120, cwd=root,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "found no GPU" in proc.stderr, proc.stdout + proc.stderr
+
+
+def test_gpu_check_names_an_accuracy_mismatch(root, capsys):
+    sys.path.insert(0, str(root / "benchmarks"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.remove(str(root / "benchmarks"))
+    assert not gpu_check.check_accuracy("LeNet float32", 0.90, 0.80)  # |Δ| = 0.10 > 0.05
+    assert gpu_check.check_accuracy("LeNet bfloat16", 0.90, 0.88)  # |Δ| = 0.02
+    out = capsys.readouterr().out
+    assert "LeNet float32: accuracy cpu 0.900, gpu 0.800" in out and "FAIL" in out, out
+
+
+def test_gpu_suite_reports_failed_parts_and_keeps_going(root, tmp_path):
+    """A stub interpreter fails part 1: every part still runs, the log lands in a relative
+    OUT_DIR taken from the caller's directory, and the exit status and summary say so."""
+    stub = tmp_path / "stub-python"
+    stub.write_text('#!/usr/bin/env bash\necho "ran $*"\ncase "$*" in *--tiny*) exit 3;; esac\n')
+    stub.chmod(0o755)
+    proc = subprocess.run(
+        ["bash", str(root / "benchmarks" / "gpu_suite.sh"), "results"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        env={**os.environ, "PYTHON": str(stub)},
+    )  # fmt: skip
+    log = (tmp_path / "results" / "gpu-log.txt").read_text()
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    for part in ("1.", "2. float32", "2. tf32", "2. bfloat16", "3.", "4.", "5."):
+        assert f"== {part}" in log, log
+    assert "ran benchmarks/gpu_check.py --require-gpu" in log, log
+    assert "FAILED: 1. harness check on the GPU (float32) (exit 3)" in log, log
