@@ -36,7 +36,8 @@ from workloads import DTYPES, batch, make  # noqa: E402
 ALL_WORKLOADS = ["mlp", "lenet", "epoch", "alexnet"]
 
 
-TOLERANCE = {"float32": 1e-4, "tf32": 1e-4, "bfloat16": 2e-2}  # loss after one step, relative
+# loss after one step, relative: TF32 rounds operands to 10 mantissa bits, bfloat16 to 7
+TOLERANCE = {"float32": 1e-4, "tf32": 5e-3, "bfloat16": 2e-2}
 
 
 def matmul_ceiling(n: int = 2048, reps: int = 10, dtype: str = "float32") -> float:
