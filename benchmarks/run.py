@@ -175,6 +175,10 @@ def setup_device(device: str, dtype: str) -> str:
             else:
                 torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
             return "cuda"
+        print(
+            "warning: JAX runs on the GPU but this PyTorch has no CUDA: PyTorch runs on the CPU",
+            file=sys.stderr,
+        )
     return "cpu"
 
 
