@@ -300,17 +300,13 @@ def _single_channel_conv(stride, pad, dilation):
     def jvp(primals, tangents):
         (x, w), (tx, tw) = primals, tangents
         y = f(x, w)
-        terms = [conv(t, w) for t in (tx,) if not _zero(t)]
-        terms += [conv(x, t) for t in (tw,) if not _zero(t)]
-        return y, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(y)
+        # an input nobody differentiates comes as a symbolic zero: no convolution for it
+        parts = [] if isinstance(tx, SymbolicZero) else [conv(tx, w)]
+        parts += [] if isinstance(tw, SymbolicZero) else [conv(x, tw)]
+        return y, functools.reduce(jnp.add, parts) if parts else jnp.zeros_like(y)
 
     f.defjvp(jvp, symbolic_zeros=True)
     return f
-
-
-def _zero(t) -> bool:
-    """Whether a tangent is a symbolic zero (an input nobody differentiates)."""
-    return isinstance(t, SymbolicZero)
 
 
 def _pool_window(x: Array, window, stride, padding, who: str):
