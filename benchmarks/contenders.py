@@ -103,10 +103,20 @@ def _jax_runner(
     scan: bool = True,
     loss_fn: Callable | None = None,
     shuffle: bool = False,
+    compiler_options: dict | None = None,
 ) -> Runner:
-    """A runner for a pure JAX ``apply(params, x)``, optimized with optax, jit-compiled."""
+    """A runner for a pure JAX ``apply(params, x)``, optimized with optax, jit-compiled
+    (with XLA's ``compiler_options`` when given)."""
+    import functools
+
     import jax
     import optax
+
+    jit = (
+        functools.partial(jax.jit, compiler_options=compiler_options)
+        if compiler_options
+        else jax.jit
+    )
 
     opt = optax.sgd(LR, momentum=MOMENTUM)
     loss_fn = _float32_loss(loss_fn or optax.losses.softmax_cross_entropy_with_integer_labels)
@@ -137,7 +147,7 @@ def _jax_runner(
             (p, o), v = jax.lax.scan(body, (p, o), (xs, ys))
             return p, o, v
 
-        run = jax.jit(epoch, donate_argnums=(0, 1))
+        run = jit(epoch, donate_argnums=(0, 1))
         state["k"] = jax.random.key(0)
 
         def unit():
@@ -145,7 +155,7 @@ def _jax_runner(
             state["p"], state["o"], v = run(state["p"], state["o"], xs, ys, k)
             jax.block_until_ready(v)
     else:
-        jstep = jax.jit(step, donate_argnums=(0, 1))
+        jstep = jit(step, donate_argnums=(0, 1))
 
         xl, yl = list(xs), list(ys)  # batches split once, as a data loader would hand them
 
@@ -205,6 +215,13 @@ def raw_apply(ops):
 
 def build_raw_jax(wl, x, y):
     return _jax_runner(wl, x, y, wl.params, raw_apply(wl.ops))
+
+
+def build_raw_jax_tuned(wl, x, y):
+    """Hand-written JAX compiled with the XLA options funcnn compiles with (``fn.jit``)."""
+    from funcnn.compiler import compiler_options
+
+    return _jax_runner(wl, x, y, wl.params, raw_apply(wl.ops), compiler_options=compiler_options())
 
 
 def build_raw_jax_shuffled(wl, x, y):
@@ -691,6 +708,7 @@ def build_torch_compile(wl, x, y):
 BUILDERS = {
     "funcnn": build_funcnn,
     "raw_jax": build_raw_jax,
+    "raw_jax_tuned": build_raw_jax_tuned,
     "raw_jax_shuffled": build_raw_jax_shuffled,
     "raw_jax_loop": build_raw_jax_loop,
     "stax": build_stax,

@@ -7,6 +7,7 @@ training steps and epochs.
 
 from . import (
     checkpoint,
+    compiler,
     core,
     data,
     functional,
@@ -20,6 +21,7 @@ from . import (
     reference,
     train,
 )
+from .compiler import jit
 from .core import Layer, fanin_concat, fanin_sum, fanout, named, parallel, residual, serial
 from .functional import conv_output_size
 from .inspect import param_count, summary
@@ -46,6 +48,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "core",
+    "compiler",
+    "jit",
     "data",
     "functional",
     "initializers",

@@ -24,6 +24,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from . import reference
+from .compiler import jit as _jit
 
 __all__ = [
     "check_grads",
@@ -431,7 +432,7 @@ def _check(f, args, nums, modes, eps, rtol, atol, max_elements, key, jit) -> Gra
         try:
             # a fresh jit per attempt, so that a retry without jvp is traced anew
             result = run(
-                lambda: jax.jit(lambda flat, rest: numbers(flat, rest, jax.lax.map))(flat0, rest0)
+                lambda: _jit(lambda flat, rest: numbers(flat, rest, jax.lax.map))(flat0, rest0)
             )
         except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
             result = None  # a function that needs concrete values: run it eagerly

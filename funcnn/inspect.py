@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from .compiler import jit as _jit
 from .core import Layer, Params, Shape
 
 __all__ = [
@@ -316,7 +317,7 @@ def grad_norms(
     >>> {k: round(v, 3) for k, v in grad_norms(loss, p, jnp.ones((1, 2))).items()}
     {'dense_0': 1.732}
     """
-    grad = jax.jit(jax.grad(loss)) if jit else jax.grad(loss)
+    grad = _jit(jax.grad(loss)) if jit else jax.grad(loss)
     grads = grad(params, batch)
     norms = {}
     for path in layer_paths(params):

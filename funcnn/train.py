@@ -31,6 +31,7 @@ import numpy as np
 import optax
 
 from . import checkpoint
+from .compiler import jit as _jit
 from .data import as_key, check_xy
 from .data import shuffle as shuffle_indices
 
@@ -191,7 +192,7 @@ def train_step(
         step = distributed.data_parallel(step, mesh)
     if not jit:
         return step
-    return jax.jit(step, donate_argnums=(0, 1) if donate else ())
+    return _jit(step, donate_argnums=(0, 1) if donate else ())
 
 
 def _eval_fn(apply, loss, metrics):
@@ -202,7 +203,7 @@ def _eval_fn(apply, loss, metrics):
             logs[name] = m(out, y)
         return logs
 
-    return jax.jit(fn)
+    return _jit(fn)
 
 
 def _weighted_mean(chunks: list[tuple[int, dict]]) -> dict[str, float]:
@@ -505,9 +506,9 @@ def _build_programs(
         return params, opt_state, logs, finite
 
     return _Programs(
-        jax.jit(order),
-        jax.jit(loop_step, static_argnames="size", donate_argnums=(0, 1)),
-        jax.jit(
+        _jit(order),
+        _jit(loop_step, static_argnames="size", donate_argnums=(0, 1)),
+        _jit(
             scan_steps, static_argnames="length", donate_argnums=() if guard == "raise" else (0, 1)
         ),
     )

@@ -52,6 +52,7 @@ import numpy as np
 import optax
 
 from .. import data, models
+from ..compiler import jit as _jit
 from ..train import train_step
 
 __all__ = [
@@ -286,7 +287,7 @@ def _compiled(config: ModelConfig, steps: int, batch_size: int | None) -> Callab
         probs = model.predict(params, grid)[:, -1]
         return params, opt_state, jnp.sum(w * per) / total, jnp.sum(w * correct) / total, probs
 
-    return jax.jit(update)
+    return _jit(update)
 
 
 def _grid(extent: tuple[float, float, float, float], size: int) -> np.ndarray:
