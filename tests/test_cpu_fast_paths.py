@@ -1,7 +1,9 @@
-"""The CPU formulations of ``conv2d`` (one input channel) and ``max_pool`` (tiling windows).
+"""The CPU formulations of ``conv2d`` (one input channel; 2–8 input channels) and
+``max_pool`` (tiling windows).
 
-On a CPU, funcnn computes a one-channel convolution as a sum of shifted products and gives
-tiling max pooling a cheaper derivative (docs/benchmarks.md has the timings). They must be the
+On a CPU, funcnn computes a one-channel convolution as a sum of shifted products, gives a
+few-channel convolution an in-place input gradient, and gives tiling max pooling a cheaper
+derivative (docs/benchmarks.md has the timings). They must be the
 same functions, with the same derivatives, as ``lax.conv_general_dilated`` and
 ``lax.reduce_window``, which every other platform still runs: checked here value for value,
 in reverse and forward mode, on ties, and in the lowered programs.
@@ -140,9 +142,19 @@ def test_a_cpu_program_takes_the_fast_paths_and_a_gpu_program_does_not():
 
 
 def test_other_shapes_keep_lax():
-    """Several input channels, groups, overlapping or padded pools: the plain ops."""
-    x3, w3 = jnp.ones((1, 8, 8, 3)), jnp.ones((3, 3, 3, 2))
-    assert "stablehlo.convolution" in lowered(lambda x: F.conv2d(x, w3), x3, platform="cpu")
+    """Many input channels, strides, dilations, groups, overlapping or padded pools: the
+    plain ops (a convolution's input gradient stays a convolution)."""
+    for shape, kernel, kw in [
+        ((1, 8, 8, 16), (3, 3, 16, 2), {}),
+        ((1, 8, 8, 3), (3, 3, 3, 2), {"stride": 2}),
+        ((1, 8, 8, 3), (3, 3, 3, 2), {"dilation": 2}),
+        ((1, 8, 8, 4), (3, 3, 2, 2), {"groups": 2}),
+    ]:
+        x, w = jnp.ones(shape), jnp.ones(kernel)
+        text = lowered(
+            jax.grad(lambda x, w=w, kw=kw: F.conv2d(x, w, **kw).sum()), x, platform="cpu"
+        )
+        assert text.count("stablehlo.convolution") == 1 and "dynamic_update_slice" not in text
     x1 = jnp.ones((1, 8, 8, 1))
     for pool in (lambda x: F.max_pool(x, 3, stride=2), lambda x: F.max_pool(x, 2, padding=1)):
         text = lowered(jax.grad(lambda x, pool=pool: pool(x).sum()), x1, platform="cpu")
@@ -319,3 +331,124 @@ def test_windows_of_more_than_127_positions_keep_lax():
     for window, fast in (((1, 127), True), ((1, 128), False), ((2, 64), False)):
         text = lowered(jax.grad(lambda x, w=window: F.max_pool(x, w).sum()), x, platform="cpu")
         assert ("xi8>" in text) == fast and ("select_and_scatter" in text) != fast
+
+
+FEW = [  # input shape, kernel, padding
+    ((3, 9, 9, 3), (3, 3, 3, 5), "VALID"),
+    ((2, 10, 7, 6), (5, 5, 6, 4), "SAME"),
+    ((2, 8, 9, 2), (2, 4, 2, 3), ((2, 0), (1, 3))),
+    ((1, 6, 6, 8), (3, 3, 8, 1), 1),
+]
+
+
+@pytest.mark.parametrize("shape, kernel, padding", FEW)
+def test_few_channel_conv_is_lax_conv_with_its_derivatives(x64, shape, kernel, padding):
+    """2–8 input channels: values, both gradients, forward mode, a Hessian-vector product
+    and reverse over reverse, against lax, to 1e-12 in float64."""
+    rng = np.random.default_rng(8)
+    x, w = jnp.asarray(rng.normal(size=shape)), jnp.asarray(rng.normal(size=kernel))
+
+    def ours(x, w):
+        return F.conv2d(x, w, padding=padding)
+
+    def ref(x, w):
+        return lax_conv(x, w, (1, 1), padding, (1, 1))
+
+    assert "dynamic_update_slice" in lowered(
+        jax.grad(lambda x: ours(x, w).sum()), x, platform="cpu"
+    )
+    y, y_ref = jax.jit(ours)(x, w), ref(x, w)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-12)
+    g = jnp.asarray(rng.normal(size=y.shape))
+    for got, want in zip(jax.jit(jax.vjp(ours, x, w)[1])(g), jax.vjp(ref, x, w)[1](g)):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    tx, tw = jnp.asarray(rng.normal(size=x.shape)), jnp.asarray(rng.normal(size=w.shape))
+    np.testing.assert_allclose(
+        jax.jvp(ours, (x, w), (tx, tw))[1],
+        jax.jvp(ref, (x, w), (tx, tw))[1],
+        rtol=1e-12,
+        atol=1e-12,
+    )
+
+    def loss(f):
+        return lambda x, w: jnp.sum(jnp.sin(f(x, w)) ** 2)
+
+    def hvp(f):  # forward over reverse, in both arguments
+        return jax.jvp(jax.grad(loss(f), (0, 1)), (x, w), (tx, tw))[1]
+
+    for got, want in zip(hvp(ours), hvp(ref)):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+    def rev_rev(f):  # reverse over reverse: the gradient of a gradient's norm
+        def norm(x, w):
+            return jnp.sum(jax.grad(loss(f), 0)(x, w) ** 2)
+
+        return jax.grad(norm, (0, 1))
+
+    for got, want in zip(jax.jit(rev_rev(ours))(x, w), rev_rev(ref)(x, w)):
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+
+
+def test_few_channel_conv_under_vmap_per_example_gradients_and_bfloat16():
+    rng = np.random.default_rng(9)
+    xs = jnp.asarray(rng.normal(size=(4, 2, 8, 8, 3)).astype(np.float32))
+    ws = jnp.asarray(rng.normal(size=(4, 3, 3, 3, 2)).astype(np.float32))
+
+    def ours(x, w):
+        return F.conv2d(x, w, padding="SAME")
+
+    def ref(x, w):
+        return lax_conv(x, w, (1, 1), "SAME", (1, 1))
+
+    def close(a, b):
+        for got, want in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+    close(jax.vmap(ours, (0, None))(xs, ws[0]), jax.vmap(ref, (0, None))(xs, ws[0]))
+    close(jax.vmap(ours)(xs, ws), jax.vmap(ref)(xs, ws))  # a kernel per example
+
+    def grads(f, in_axes):  # per-example gradients in the images and the kernels
+        def one(x, w):
+            return jax.grad(lambda x, w: jnp.sum(jnp.tanh(f(x, w)) ** 2), (0, 1))(x, w)
+
+        return jax.jit(jax.vmap(one, in_axes))(xs, ws if in_axes[1] == 0 else ws[0])
+
+    close(grads(ours, (0, None)), grads(ref, (0, None)))
+    close(grads(ours, (0, 0)), grads(ref, (0, 0)))
+    # bfloat16: the blocks are summed in float32, then rounded once
+    xb, wb = xs[0].astype(jnp.bfloat16), ws[0].astype(jnp.bfloat16)
+    g = jnp.asarray(rng.normal(size=(2, 8, 8, 2)), jnp.bfloat16)
+    got = jax.vjp(lambda x: ours(x, wb), xb)[1](g)[0]
+    exact = jax.vjp(lambda x: ref(x, wb.astype(jnp.float32)), xb.astype(jnp.float32))[1](
+        g.astype(jnp.float32)
+    )[0]
+    assert got.dtype == jnp.bfloat16
+    err = np.abs(np.asarray(got, np.float32) - exact).max() / np.abs(exact).max()
+    assert err < 2**-8
+
+
+def test_few_channel_input_gradient_by_hand():
+    """One 2×2 kernel on a 2-channel 3×3 image: each output's gradient lands, times the
+    kernel, on the 2×2 patch it was computed from."""
+    w = jnp.zeros((2, 2, 2, 1)).at[:, :, 0, 0].set(jnp.array([[1.0, 2.0], [3.0, 4.0]]))
+    w = w.at[:, :, 1, 0].set(10.0)
+    g = jnp.array([[1.0, 0.0], [0.0, -1.0]]).reshape(1, 2, 2, 1)
+    dx = jax.vjp(lambda x: F.conv2d(x, w), jnp.ones((1, 3, 3, 2)))[1](g)[0][0]
+    np.testing.assert_array_equal(
+        dx[:, :, 0], [[1.0, 2.0, 0.0], [3.0, 3.0, -2.0], [0.0, -3.0, -4.0]]
+    )
+    np.testing.assert_array_equal(
+        dx[:, :, 1], [[10.0, 10.0, 0.0], [10.0, 0.0, -10.0], [0.0, -10.0, -10.0]]
+    )
+
+
+def test_few_channel_conv_is_only_taken_where_it_fits():
+    """Channel counts and the size of the blocks (n·Y_h·Y_w·F_h·F_w·C) decide."""
+    assert F._few_channels(jnp.ones((2, 8, 8, 2)), jnp.ones((3, 3, 2, 4)), (1, 1), ((0, 0),) * 2,
+                           (1, 1), 1)  # fmt: skip
+    assert not F._few_channels(jnp.ones((2, 8, 8, 9)), jnp.ones((3, 3, 9, 4)), (1, 1),
+                               ((0, 0),) * 2, (1, 1), 1)  # fmt: skip
+    big = jax.ShapeDtypeStruct((4096, 64, 64, 8), jnp.float32)  # 4096·62·62·9·8 blocks
+    assert not F._few_channels(big, jnp.ones((3, 3, 8, 4)), (1, 1), ((0, 0),) * 2, (1, 1), 1)
+    assert not F._few_channels(jnp.ones((1, 2, 2, 3)), jnp.ones((3, 3, 3, 1)), (1, 1),
+                               ((0, 0),) * 2, (1, 1), 1)  # fmt: skip
