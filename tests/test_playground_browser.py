@@ -124,14 +124,16 @@ def test_page_trains_the_tanh_network_on_the_spirals(server, browser, tmp_path):
     WebDriverWait(driver, 10).until(lambda d: "(0, 10]" in error.text)
     assert error.text.startswith("lr:")
     WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "start").text == "Start")
-    # and the server still answers: a valid rate trains again
+
+    # and the server still answers: a valid rate trains again. Count from the paused state:
+    # steps taken at lr = 5 (the field on its way to "50") already passed steps_done
+    def panel_steps(d):
+        return int(d.find_element(By.CSS_SELECTOR, "#panel-1 .steps").text.split()[1])
+
+    paused_at = panel_steps(driver)
     lr.send_keys(Keys.CONTROL, "a")
     lr.send_keys("0.02")
     driver.find_element(By.ID, "start").click()
-    WebDriverWait(driver, 10).until(
-        lambda d: (
-            int(d.find_element(By.CSS_SELECTOR, "#panel-1 .steps").text.split()[1]) > steps_done
-        )
-    )
+    WebDriverWait(driver, 10).until(lambda d: panel_steps(d) > paused_at)
     driver.find_element(By.ID, "start").click()
     assert error.text == ""
