@@ -9,7 +9,7 @@ On a CPU, XLA can hand convolutions to the YNNPACK library as "library fusions".
 small channel counts of LeNet-sized networks those run slower than XLA's own convolution
 kernels — in the LeNet training step the YNNPACK weight gradients took 2.9 and 1.8 ms — so
 on a CPU funcnn keeps YNNPACK for dots and reductions only. The numbers are the same up to
-float32 summation order; ``docs/benchmarks.md`` has the measurements (LeNet step 13.1 →
+float32 summation order; ``docs/benchmarks.md`` has the measurements (LeNet gradient 13.1 →
 10.7 ms, AlexNet's 642 → 542 ms on a 2-core machine). Nothing is changed:
 
 - on any platform other than the CPU;
@@ -67,17 +67,49 @@ def compiler_options() -> dict[str, str]:
     return dict(_cpu_options())
 
 
-def jit(fun: Callable, **kwargs: Any) -> Any:
+def jit(fun: Callable | None = None, **kwargs: Any) -> Any:
     """``jax.jit(fun, **kwargs)`` with :func:`compiler_options` added.
 
-    Options passed in ``kwargs["compiler_options"]`` win over funcnn's.
+    Options passed in ``kwargs["compiler_options"]`` win over funcnn's. Like ``jax.jit`` it
+    works as a decorator, with or without arguments, and starts nothing until the function
+    is first called or lowered: the options depend on the backend, which must not start at
+    decoration time (a later ``jax.config.update`` or ``jax.distributed.initialize`` would
+    fail).
 
     >>> import jax.numpy as jnp
     >>> f = jit(lambda x: jnp.sum(x * x))
     >>> float(f(jnp.arange(3.0)))
     5.0
     """
-    options = {**compiler_options(), **(kwargs.pop("compiler_options", None) or {})}
-    if options:
-        kwargs["compiler_options"] = options
-    return jax.jit(fun, **kwargs)
+    if fun is None:
+        return functools.partial(jit, **kwargs)
+    return _Jitted(fun, kwargs)
+
+
+class _Jitted:
+    """``jax.jit`` of ``fun`` with funcnn's options, built on first use; every attribute of
+    the jitted function (``lower``, ``trace``, ``eval_shape``, ...) is passed through."""
+
+    def __init__(self, fun: Callable, kwargs: dict[str, Any]):
+        self._fun, self._kwargs, self._jitted = fun, kwargs, None
+        functools.update_wrapper(self, fun)
+
+    def _build(self) -> Any:
+        if self._jitted is None:
+            kwargs = dict(self._kwargs)
+            options = {**compiler_options(), **(kwargs.pop("compiler_options", None) or {})}
+            if options:
+                kwargs["compiler_options"] = options
+            self._jitted = jax.jit(self._fun, **kwargs)
+        return self._jitted
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._build()(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_fun", "_kwargs", "_jitted"):
+            raise AttributeError(name)  # dunders (copy, pickle probe them) and a half-built self
+        return getattr(self._build(), name)
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:  # as a method, like jax.jit's
+        return self if obj is None else functools.partial(self, obj)

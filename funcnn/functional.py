@@ -244,7 +244,7 @@ def conv2d(
         )
     )
     same_dtype = jnp.result_type(x) == jnp.result_type(w)  # else lax says they differ
-    floating = same_dtype and jnp.issubdtype(jnp.result_type(x), jnp.floating)
+    floating = same_dtype and _fast_dtype(jnp.result_type(x))
     if fits and floating:
         # one input channel (a grayscale first layer): XLA's CPU convolution is slow there
         y = _on_cpu(_single_channel_conv(stride, pad, dilation), conv, x, w)
@@ -269,6 +269,12 @@ def _conv(x, w, *, stride, pad, dilation, groups):
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
         feature_group_count=groups,
     )
+
+
+def _fast_dtype(dtype) -> bool:
+    """The CPU fast paths take IEEE half, bfloat16, single and double precision (their sums
+    run in float32 or wider); float8 and other types keep the plain lax ops."""
+    return dtype in (jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64)
 
 
 def _on_cpu(fast, default, *args):
@@ -330,8 +336,25 @@ def _few_channels(x, w, stride, pad, dilation, groups) -> bool:
         return False
     if dilation != (1, 1) or not _FEW_CHANNELS[0] <= x.shape[-1] == w.shape[2] <= _FEW_CHANNELS[1]:
         return False
+    if not all(isinstance(d, (int, np.integer)) for d in (*x.shape, *w.shape)):
+        return False  # symbolic shapes (jax.export): nothing to compare the sizes with
+    if not _auto_sharded(x, w):
+        return False
     out = [n + lo + hi - f + 1 for n, (lo, hi), f in zip(x.shape[1:3], pad, w.shape[:2])]
     return min(out) > 0 and x.shape[0] * math.prod(out) * math.prod(w.shape[:3]) <= _MAX_BLOCKS
+
+
+def _auto_sharded(*arrays) -> bool:
+    """No explicit or manual mesh axes (explicit sharding, inside ``shard_map``): the
+    primitive's type rule carries no sharding, so those keep ``lax.conv_general_dilated``."""
+    typeof, axis_type = getattr(jax, "typeof", None), getattr(jax.sharding, "AxisType", None)
+    if typeof is None or axis_type is None:  # a JAX without typed sharding
+        return True
+    for a in arrays:
+        mesh = getattr(getattr(typeof(a), "sharding", None), "mesh", None)
+        if any(t != axis_type.Auto for t in getattr(mesh, "axis_types", ())):
+            return False
+    return True
 
 
 def _valid_conv(x, w):
@@ -409,6 +432,7 @@ def _few_channel_conv(pad):
     config = ((0, 0, 0), *((lo, hi, 0) for lo, hi in pad), (0, 0, 0))
 
     def f(x, w):
+        x = jnp.asarray(x)  # a NumPy float64 array becomes float32 here without x64, as in lax
         return _few_channel_conv_p.bind(lax.pad(x, jnp.zeros((), x.dtype), config), w)
 
     return f
@@ -450,7 +474,7 @@ def max_pool(
     """
     dims, strides, pads = _pool_window(x, window, stride, padding, "max_pool")
     tiled = dims == strides and all(lo == hi == 0 for lo, hi in pads) and jnp.ndim(x) == 4
-    if tiled and dims[1] * dims[2] <= 127 and jnp.issubdtype(x.dtype, jnp.floating):
+    if tiled and dims[1] * dims[2] <= 127 and _fast_dtype(jnp.result_type(x)):
         # windows that tile the image: a cheaper derivative than the generic one on a CPU
         return _on_cpu(_tiled_max_pool(dims[1:3]), _reduce_max(dims), x)
     return lax.reduce_window(x, -jnp.inf, lax.max, dims, strides, pads)

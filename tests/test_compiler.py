@@ -163,3 +163,47 @@ def test_options_are_a_copy():
     first = compiler.compiler_options()
     first["something"] = "else"
     assert "something" not in compiler.compiler_options()
+
+
+def test_jit_starts_nothing_until_first_use(root):
+    """Like jax.jit, fn.jit at import time must leave JAX's configuration open."""
+    import subprocess
+    import sys
+
+    code = (
+        "import jax, funcnn as fn\n"
+        "f = fn.jit(lambda x: 2 * x)\n"
+        "jax.config.update('jax_num_cpu_devices', 3)\n"
+        "print(len(jax.devices()), float(f(1.5)))\n"
+    )
+    env = {**__import__("os").environ, "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["3", "3.0"]
+
+
+def test_jit_as_a_decorator_with_and_without_arguments():
+    @fn.jit
+    def double(x):
+        return 2 * x
+
+    @fn.jit(static_argnums=1)
+    def power(x, n):
+        return x**n
+
+    assert double.__name__ == "double"
+    assert float(double(2.0)) == 4.0
+    assert float(power(2.0, 3)) == 8.0
+    assert "stablehlo.multiply" in power.lower(2.0, 3).as_text()
+
+    class Scaler:
+        factor = 3.0
+
+        @fn.jit
+        def scale(self, x):
+            return self.factor * x
+
+    with pytest.raises(TypeError):  # self is not a JAX type: exactly jax.jit's behaviour
+        Scaler().scale(1.0)

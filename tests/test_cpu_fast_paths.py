@@ -454,3 +454,82 @@ def test_few_channel_conv_is_only_taken_where_it_fits():
     assert not F._few_channels(big, jnp.ones((3, 3, 8, 4)), (1, 1), ((0, 0),) * 2, (1, 1), 1)
     assert not F._few_channels(jnp.ones((1, 2, 2, 3)), jnp.ones((3, 3, 3, 1)), (1, 1),
                                ((0, 0),) * 2, (1, 1), 1)  # fmt: skip
+
+
+def _few_channel_case():
+    rng = np.random.default_rng(10)
+    x = jnp.asarray(rng.normal(size=(2, 6, 7, 3)).astype(np.float32))
+    w = jnp.asarray(rng.normal(size=(3, 3, 3, 4)).astype(np.float32))
+    return x, w
+
+
+def _close(a, b, tol=1e-5):
+    for got, want in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32),
+                                   rtol=tol, atol=tol)  # fmt: skip
+
+
+def test_few_channel_conv_inside_shard_map_and_under_explicit_sharding():
+    """Meshes whose axes are manual (inside shard_map) or explicit: lax's op, same numbers."""
+    from jax.sharding import AxisType, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    x, w = _few_channel_case()
+
+    def ours(x, w):
+        return jnp.sum(jnp.tanh(F.conv2d(x, w, padding="SAME")) ** 2)
+
+    def ref(x, w):
+        return jnp.sum(jnp.tanh(lax_conv(x, w, (1, 1), "SAME", (1, 1))) ** 2)
+
+    want = jax.grad(ref, (0, 1))(x, w)
+    mesh = jax.make_mesh((1,), ("b",), axis_types=(AxisType.Auto,))
+
+    def sharded(f):
+        def per_shard(x, w):
+            return jax.lax.psum(jnp.stack(jax.tree.leaves(jax.grad(f, 0)(x, w).sum())), "b")
+
+        return jax.jit(jax.shard_map(per_shard, mesh=mesh, in_specs=(P("b"), P()), out_specs=P()))
+
+    _close(sharded(ours)(x, w), sharded(ref)(x, w))
+    explicit = jax.make_mesh((1,), ("b",), axis_types=(AxisType.Explicit,))
+    with jax.set_mesh(explicit):
+        xs = jax.device_put(x, NamedSharding(explicit, P("b")))
+        _close(jax.jit(jax.grad(ours, 0))(xs, w), want[0])
+
+
+def test_few_channel_conv_exports_with_a_symbolic_batch():
+    from jax import export
+
+    x, w = _few_channel_case()
+    spec = jax.ShapeDtypeStruct(export.symbolic_shape("b, 6, 7, 3"), jnp.float32)
+    exported = export.export(jax.jit(lambda x: F.conv2d(x, w, padding="SAME")))(spec)
+    _close(exported.call(x), lax_conv(x, w, (1, 1), "SAME", (1, 1)))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float8_e4m3fn, jnp.float8_e5m2])
+def test_float8_keeps_lax(dtype):
+    """float8 cannot sum in float32 by promotion: every fast path leaves it to lax."""
+    x3, w3 = _few_channel_case()
+    for x, w in ((x3, w3), (x3[..., :1], w3[:, :, :1])):  # three channels, one channel
+        x8, w8 = x.astype(dtype), w.astype(dtype)
+
+        def ours(x, w8=w8):
+            return F.max_pool(F.conv2d(x, w8, padding="SAME")).astype(jnp.float32).sum()
+
+        def ref(x, w8=w8):
+            h = lax_conv(x, w8, (1, 1), "SAME", (1, 1))
+            return lax_max_pool(h, (2, 2)).astype(jnp.float32).sum()
+
+        _close(ours(x8), ref(x8))
+        _close(jax.grad(ours)(x8), jax.grad(ref)(x8))
+
+
+def test_numpy_float64_images_without_x64_give_no_warning():
+    import warnings
+
+    x, w = _few_channel_case()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = F.conv2d(np.asarray(x, np.float64), w)
+    assert y.dtype == jnp.float32
