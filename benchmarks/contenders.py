@@ -112,11 +112,7 @@ def _jax_runner(
     import jax
     import optax
 
-    jit = (
-        functools.partial(jax.jit, compiler_options=compiler_options)
-        if compiler_options
-        else jax.jit
-    )
+    jit = functools.partial(jax.jit, compiler_options=compiler_options)
 
     opt = optax.sgd(LR, momentum=MOMENTUM)
     loss_fn = _float32_loss(loss_fn or optax.losses.softmax_cross_entropy_with_integer_labels)

@@ -244,11 +244,11 @@ def conv2d(
         )
     )
     same_dtype = jnp.result_type(x) == jnp.result_type(w)  # else lax says they differ
-    floating = same_dtype and _fast_dtype(jnp.result_type(x))
-    if fits and floating:
+    fast_dtype = same_dtype and _fast_dtype(jnp.result_type(x))
+    if fits and fast_dtype:
         # one input channel (a grayscale first layer): XLA's CPU convolution is slow there
         y = _on_cpu(_single_channel_conv(stride, pad, dilation), conv, x, w)
-    elif floating and _few_channels(x, w, stride, pad, dilation, groups):
+    elif fast_dtype and _few_channels(x, w, stride, pad, dilation, groups):
         y = _on_cpu(_few_channel_conv(pad), conv, x, w)
     else:
         y = conv(x, w)
@@ -330,8 +330,9 @@ _MAX_BLOCKS = 2**24  # elements of its n·Y_h·Y_w·F_h·F_w·C blocks: at most 
 
 def _few_channels(x, w, stride, pad, dilation, groups) -> bool:
     """Whether ``conv2d`` takes :func:`_few_channel_conv` on a CPU: stride and dilation 1, no
-    groups, 2–8 input channels (measured in ``docs/benchmarks.md``: 0.25–0.67× XLA's input
-    gradient from 3 to 8 channels, 0.9–4× slower from 16), and blocks of bounded size."""
+    groups, 2–8 input channels (measured in ``docs/benchmarks.md``: 0.25–0.92× the time of
+    XLA's input gradient from 3 to 8 channels; from 12 to 32 channels 0.76–0.89× on small
+    images but 1.4–4× on larger ones), and blocks of bounded size."""
     if jnp.ndim(x) != 4 or jnp.ndim(w) != 4 or groups != 1 or stride != (1, 1):
         return False
     if dilation != (1, 1) or not _FEW_CHANNELS[0] <= x.shape[-1] == w.shape[2] <= _FEW_CHANNELS[1]:
