@@ -20,7 +20,7 @@ import argparse
 import sys
 
 from funcnn import data
-from funcnn.__main__ import classify2d
+from funcnn.demos import classify2d
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,7 @@ try:
 except ImportError:  # run from a source checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from funcnn.__main__ import cnn_demo
+from funcnn.demos import cnn_demo
 
 
 def main(argv: list[str] | None = None) -> int:

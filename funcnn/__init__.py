@@ -22,18 +22,22 @@ from . import (
     train,
 )
 from .compiler import jit
-from .core import Layer, fanin_concat, fanin_sum, fanout, named, parallel, residual, serial
+from .core import Layer, Model, fanin_concat, fanin_sum, fanout, named, parallel, residual, serial
 from .functional import conv_output_size
 from .inspect import param_count, summary
 from .layers import (
     LRN,
     AvgPool,
+    BatchNorm,
     Conv,
     Dense,
     Dropout,
     Flatten,
     Gelu,
+    GlobalAvgPool,
+    GroupNorm,
     Identity,
+    LayerNorm,
     LeakyRelu,
     LogSoftmax,
     MaxPool,
@@ -42,7 +46,7 @@ from .layers import (
     Softmax,
     Tanh,
 )
-from .train import FitResult, NonFiniteError, evaluate, fit, train_step
+from .train import FitResult, NonFiniteError, evaluate, fit, train_step, train_step_with_state
 
 __version__ = "0.1.0"
 
@@ -62,6 +66,7 @@ __all__ = [
     "inspect",
     "reference",
     "Layer",
+    "Model",
     "serial",
     "parallel",
     "fanout",
@@ -82,6 +87,7 @@ __all__ = [
     "fit",
     "evaluate",
     "train_step",
+    "train_step_with_state",
     "FitResult",
     "checkpoint",
     "NonFiniteError",
@@ -91,6 +97,10 @@ __all__ = [
     "AvgPool",
     "Flatten",
     "LRN",
+    "BatchNorm",
+    "LayerNorm",
+    "GroupNorm",
+    "GlobalAvgPool",
     "conv_output_size",
     "summary",
     "param_count",

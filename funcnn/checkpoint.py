@@ -33,6 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import checks
+
 __all__ = ["save", "load", "load_meta", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
@@ -44,12 +46,6 @@ def _is_key(x: Any) -> bool:
     return isinstance(x, jax.Array | jax.ShapeDtypeStruct) and jnp.issubdtype(
         x.dtype, jax.dtypes.prng_key
     )
-
-
-def _check_path(path: Any, who: str) -> Path:
-    if isinstance(path, bytes) or not isinstance(path, str | os.PathLike):
-        raise TypeError(f"{who}: path must be a str or os.PathLike, got {path!r}")
-    return Path(path)
 
 
 def _flatten(tree: Any) -> list[tuple[str, Any]]:
@@ -101,7 +97,7 @@ def save(path: str | os.PathLike, tree: Any, *, meta: Mapping[str, Any] | None =
     >>> load(f, like=tree)["step"]
     7
     """
-    path = _check_path(path, "checkpoint.save")
+    path = checks.path(path, "checkpoint.save")
     header: dict[str, Any] = {"format": FORMAT_VERSION, "keys": {}, "dtypes": {}, "meta": {}}
     if meta is not None:
         if not isinstance(meta, Mapping):
@@ -165,7 +161,7 @@ def _member(zf: zipfile.ZipFile, member: str, where: str) -> np.ndarray:
 
 def _read(path: Any, who: str) -> tuple[dict[str, np.ndarray], dict]:
     """All arrays of a checkpoint (typed keys and extended dtypes restored) and its header."""
-    path = _check_path(path, who)
+    path = checks.path(path, who)
     where = f"{who}: {str(path)!r}"
     if not path.is_file():
         raise FileNotFoundError(f"{where}: no such checkpoint file")

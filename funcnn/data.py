@@ -19,6 +19,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from . import checks
+
 __all__ = [
     "check_xy",
     "train_val_split",
@@ -39,7 +41,7 @@ __all__ = [
 
 def as_key(key: jax.Array | int, argument: str = "key") -> jax.Array:
     """Accept a PRNG key or an int seed: ``k = jax.random.key(seed)`` for an int, the key
-    itself otherwise.
+    itself otherwise (:func:`funcnn.checks.prng_key`).
 
     Args:
       key: a ``jax.random`` key (a scalar key array) or an int seed.
@@ -57,11 +59,7 @@ def as_key(key: jax.Array | int, argument: str = "key") -> jax.Array:
     ...
     TypeError: fit: key: expected a jax.random key or an int seed, got 'seven'
     """
-    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-        return jax.random.key(int(key))
-    if isinstance(key, jax.Array):
-        return key
-    raise TypeError(f"{argument}: expected a jax.random key or an int seed, got {key!r}")
+    return checks.prng_key(key, argument)
 
 
 def _mix32(v):
@@ -92,8 +90,7 @@ def shuffle(key: jax.Array, n: int, rounds: int = 6) -> jax.Array:
     """
     import jax.numpy as jnp
 
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"shuffle: n must be a positive int, got {n!r}")
+    n = checks.positive_int(n, "shuffle: n")
     half = max(1, (int(n - 1).bit_length() + 1) // 2)
     mask = jnp.uint32((1 << half) - 1)
     keys = jax.random.bits(key, (rounds,), jnp.uint32)
@@ -207,8 +204,7 @@ def batches(
     [(2, 2), (2, 2)]
     """
     x, y = check_xy(x, y, "batches")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batches: batch_size must be a positive int, got {batch_size!r}")
+    batch_size = checks.positive_int(batch_size, "batches: batch_size")
     n = len(x)
     order = np.arange(n) if key is None else np.asarray(jax.random.permutation(as_key(key), n))
     stop = n - n % batch_size if drop_remainder else n
@@ -221,9 +217,7 @@ def batches(
 
 
 def _check_n(n: int, who: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise ValueError(f"{who}: n must be an int >= 2, got {n!r}")
-    return n
+    return checks.positive_int(n, f"{who}: n", minimum=2)
 
 
 def _labels(n: int) -> np.ndarray:

@@ -1,22 +1,21 @@
 """Pure array operations: the maths of every layer, with no parameters of their own.
 
-Every function here is pure, works under ``jax.jit``, ``jax.grad`` and ``jax.vmap``, and
-imports no other funcnn module.
+Every function here is pure, works under ``jax.jit``, ``jax.grad`` and ``jax.vmap``, and is
+the ``lax`` / ``jax.numpy`` call its formula reads as. It imports only :mod:`funcnn.checks`
+(argument checks) and the private ``funcnn._cpu``, to which ``conv2d`` and ``max_pool`` may
+hand their work inside :func:`funcnn.jit` on a CPU.
 """
 
 from __future__ import annotations
 
-import functools
-import math
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array, lax
-from jax.custom_derivatives import SymbolicZero
-from jax.extend.core import Primitive
-from jax.interpreters import ad, batching, mlir
+
+from . import _cpu, checks
 
 __all__ = [
     "dense",
@@ -28,6 +27,10 @@ __all__ = [
     "avg_pool",
     "flatten",
     "lrn",
+    "moments",
+    "batch_norm",
+    "layer_norm",
+    "group_norm",
 ]
 
 
@@ -78,16 +81,6 @@ def dropout(key: Array, x: Array, rate: float) -> Array:
 # ------------------------------------------------------------------ convolution, pooling
 
 Padding = str | int | Sequence[Sequence[int]]
-
-
-def _pair(value: int | Sequence[int], argument: str) -> tuple[int, int]:
-    """An int ``v`` as ``(v, v)``, or a pair of ints; each must be >= 1."""
-    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
-    if len(pair) != 2 or not all(
-        isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in pair
-    ):
-        raise ValueError(f"{argument} must be an int >= 1 or a pair of them, got {value!r}")
-    return int(pair[0]), int(pair[1])
 
 
 def spatial_padding(padding: Padding, argument: str = "padding") -> str | tuple:
@@ -200,13 +193,9 @@ def conv2d(
     · w[u, v, c, o]``, where ``x̂`` is ``x`` zero-padded, ``g = o // (O / groups)`` is the
     group of output channel ``o`` and ``C_g = C / groups`` the channels per group.
 
-    A thin wrapper over ``lax.conv_general_dilated`` with dimension numbers
-    ``("NHWC", "HWIO", "NHWC")`` and ``feature_group_count=groups``. On a CPU a one-channel
-    input (a grayscale first layer) is computed as the sum of the ``F_h F_w`` shifted
-    products instead, several times faster there, with the convolution's own derivatives;
-    and a stride-1 convolution of 2 to 8 input channels gets its input gradient
-    ``∂L/∂x̂[n, i + u, j + v, c] += Σ_o ∂L/∂y[n, i, j, o] · w[u, v, c, o]`` as one matmul
-    whose ``F_h F_w`` blocks are added in place, about twice as fast there as XLA's.
+    This is ``lax.conv_general_dilated`` with dimension numbers ``("NHWC", "HWIO", "NHWC")``
+    and ``feature_group_count=groups``. Inside :func:`funcnn.jit` on a CPU, the work may go
+    to equivalent, faster kernels (see ``funcnn/_cpu``).
 
     Args:
       x: images, NHWC ``(n, H, W, C)``.
@@ -227,221 +216,28 @@ def conv2d(
     """
     if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
         raise ValueError(f"conv2d: groups must be an int >= 1, got {groups!r}")
-    stride = _pair(stride, "conv2d: stride")
-    dilation = _pair(dilation, "conv2d: dilation")
+    stride = checks.int_tuple(stride, "conv2d: stride")
+    dilation = checks.int_tuple(dilation, "conv2d: dilation")
     pad = spatial_padding(padding, "conv2d: padding")
-    if isinstance(pad, str) and jnp.ndim(x) == 4 and jnp.ndim(w) == 4:
-        pad = tuple(lax.padtype_to_pads(x.shape[1:3], _dilated(w.shape[:2], dilation), stride, pad))
-    conv = functools.partial(_conv, stride=stride, pad=pad, dilation=dilation, groups=groups)
-    one_channel = (
-        jnp.ndim(x) == 4 and jnp.ndim(w) == 4 and x.shape[-1] == w.shape[2] == 1 and groups == 1
-    )
-    fits = (
-        one_channel
-        and all(  # else lax.conv_general_dilated says what is wrong
-            n + lo + hi >= span
-            for n, (lo, hi), span in zip(x.shape[1:3], pad, _dilated(w.shape[:2], dilation))
+
+    def conv(x, w):
+        return lax.conv_general_dilated(
+            x,
+            w,
+            window_strides=stride,
+            padding=pad,
+            rhs_dilation=dilation,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=groups,
         )
-    )
-    same_dtype = jnp.result_type(x) == jnp.result_type(w)  # else lax says they differ
-    fast_dtype = same_dtype and _fast_dtype(jnp.result_type(x))
-    if fits and fast_dtype:
-        # one input channel (a grayscale first layer): XLA's CPU convolution is slow there
-        y = _on_cpu(_single_channel_conv(stride, pad, dilation), conv, x, w)
-    elif fast_dtype and _few_channels(x, w, stride, pad, dilation, groups):
-        y = _on_cpu(_few_channel_conv(pad), conv, x, w)
-    else:
-        y = conv(x, w)
+
+    y = _cpu.conv2d(conv, x, w, stride, pad, dilation, groups)  # conv(x, w) or its CPU twin
     return y if b is None else y + b
 
 
-def _dilated(window, dilation):
-    return tuple(d * (f - 1) + 1 for f, d in zip(window, dilation))
-
-
-def _conv(x, w, *, stride, pad, dilation, groups):
-    return lax.conv_general_dilated(
-        x,
-        w,
-        window_strides=stride,
-        padding=pad,
-        rhs_dilation=dilation,
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        feature_group_count=groups,
-    )
-
-
-def _fast_dtype(dtype) -> bool:
-    """The CPU fast paths take IEEE half, bfloat16, single and double precision (their sums
-    run in float32 or wider); float8 and other types keep the plain lax ops."""
-    return dtype in (jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64)
-
-
-def _on_cpu(fast, default, *args):
-    """``fast(*args)`` in programs compiled for a CPU, ``default(*args)`` elsewhere.
-
-    The two compute the same function; ``fast`` is a formulation that XLA's CPU backend runs
-    several times faster (measured in ``docs/benchmarks.md``). Only the branch for the
-    platform a program is compiled for is lowered."""
-    return lax.platform_dependent(*args, cpu=fast, default=default)
-
-
-@functools.cache
-def _single_channel_conv(stride, pad, dilation):
-    """``conv2d`` of a one-channel image as ``Σ_{u,v} x̂[s i + D u, s j + D v] · w[u, v, 0, :]``:
-    one fused loop over the output instead of XLA CPU's convolution (about 10× faster for
-    LeNet's first layer). Derivatives are the convolution's own (``lax.conv_general_dilated``
-    on the tangents), in forward and reverse mode."""
-    conv = functools.partial(_conv, stride=stride, pad=pad, dilation=dilation, groups=1)
-
-    @jax.custom_jvp
-    def f(x, w):
-        (sh, sw), (dh, dw) = stride, dilation
-        dtype = jnp.result_type(x, w)
-        acc = jnp.promote_types(dtype, jnp.float32)  # bfloat16 sums in float32, as XLA's
-        xp, w = jnp.pad(x, ((0, 0), *pad, (0, 0))).astype(acc), w.astype(acc)
-        fh, fw = w.shape[:2]
-        ho = (xp.shape[1] - dh * (fh - 1) - 1) // sh + 1
-        wo = (xp.shape[2] - dw * (fw - 1) - 1) // sw + 1
-        y = None
-        for u in range(fh):
-            for v in range(fw):
-                window = xp[:, u * dh : u * dh + (ho - 1) * sh + 1 : sh,
-                            v * dw : v * dw + (wo - 1) * sw + 1 : sw]  # fmt: skip
-                term = window * w[u, v, 0]
-                y = term if y is None else y + term
-        return y.astype(dtype)
-
-    def jvp(primals, tangents):
-        (x, w), (tx, tw) = primals, tangents
-        y = f(x, w)
-        # an input nobody differentiates comes as a symbolic zero: no convolution for it
-        parts = [] if isinstance(tx, SymbolicZero) else [conv(tx, w)]
-        parts += [] if isinstance(tw, SymbolicZero) else [conv(x, tw)]
-        return y, functools.reduce(jnp.add, parts) if parts else jnp.zeros_like(y)
-
-    f.defjvp(jvp, symbolic_zeros=True)
-    return f
-
-
-_FEW_CHANNELS = (2, 8)  # input channels for which the in-place input gradient wins
-_MAX_BLOCKS = 2**24  # elements of its n·Y_h·Y_w·F_h·F_w·C blocks: at most 64 MB in float32
-
-
-def _few_channels(x, w, stride, pad, dilation, groups) -> bool:
-    """Whether ``conv2d`` takes :func:`_few_channel_conv` on a CPU: stride and dilation 1, no
-    groups, 2–8 input channels (measured in ``docs/benchmarks.md``: 0.25–0.92× the time of
-    XLA's input gradient from 3 to 8 channels; from 12 to 32 channels 0.76–0.89× on small
-    images but 1.4–4× on larger ones), and blocks of bounded size."""
-    if jnp.ndim(x) != 4 or jnp.ndim(w) != 4 or groups != 1 or stride != (1, 1):
-        return False
-    if dilation != (1, 1) or not _FEW_CHANNELS[0] <= x.shape[-1] == w.shape[2] <= _FEW_CHANNELS[1]:
-        return False
-    if not all(isinstance(d, (int, np.integer)) for d in (*x.shape, *w.shape)):
-        return False  # symbolic shapes (jax.export): nothing to compare the sizes with
-    if not _auto_sharded(x, w):
-        return False
-    out = [n + lo + hi - f + 1 for n, (lo, hi), f in zip(x.shape[1:3], pad, w.shape[:2])]
-    return min(out) > 0 and x.shape[0] * math.prod(out) * math.prod(w.shape[:3]) <= _MAX_BLOCKS
-
-
-def _auto_sharded(*arrays) -> bool:
-    """No explicit or manual mesh axes (explicit sharding, inside ``shard_map``): the
-    primitive's type rule carries no sharding, so those keep ``lax.conv_general_dilated``."""
-    typeof, axis_type = getattr(jax, "typeof", None), getattr(jax.sharding, "AxisType", None)
-    if typeof is None or axis_type is None:  # a JAX without typed sharding
-        return True
-    for a in arrays:
-        mesh = getattr(getattr(typeof(a), "sharding", None), "mesh", None)
-        if any(t != axis_type.Auto for t in getattr(mesh, "axis_types", ())):
-            return False
-    return True
-
-
-def _valid_conv(x, w):
-    return _conv(x, w, stride=(1, 1), pad="VALID", dilation=(1, 1), groups=1)
-
-
-def _input_gradient(ct, w, x_shape):
-    """The transpose of ``x ↦ _valid_conv(x, w)``: ``B = ∂L/∂y · Wᵀ`` as one matmul into
-    blocks ``B[u, v] = (n, Y_h, Y_w, C)``, then ``∂L/∂x[:, u : u + Y_h, v : v + Y_w] += B[u, v]``
-    for each of the ``F_h F_w`` kernel positions, in place (``dynamic_update_slice``)."""
-    fh, fw, c, _ = w.shape
-    n, yh, yw = ct.shape[:3]
-    dtype = jnp.result_type(ct, w)
-    acc = jnp.promote_types(dtype, jnp.float32)  # bfloat16 sums in float32, as XLA's
-    blocks = jnp.einsum("nijo,uvco->uvnijc", ct, w, preferred_element_type=acc)
-    out = jnp.zeros((*x_shape[:3], c), acc)
-    for u in range(fh):
-        for v in range(fw):
-            at = (0, u, v, 0)
-            here = lax.dynamic_slice(out, at, (n, yh, yw, c))
-            out = lax.dynamic_update_slice(out, here + blocks[u, v], at)
-    return out.astype(dtype)
-
-
-# ``y = _valid_conv(x, w)`` as a primitive of its own, so that its transpose in ``x`` can be
-# the in-place sum above: ``jax.grad`` transposes a slice into a pad, and XLA fuses a sum of
-# padded blocks into its consumers and recomputes it there. Bilinear in ``(x, w)``: forward
-# and reverse mode, any order, and ``vmap`` all work (checked in tests/test_cpu_fast_paths.py).
-_few_channel_conv_p = Primitive("funcnn_few_channel_conv")
-_few_channel_conv_p.def_impl(_valid_conv)
-mlir.register_lowering(_few_channel_conv_p, mlir.lower_fun(_valid_conv, multiple_results=False))
-
-
-@_few_channel_conv_p.def_abstract_eval
-def _few_channel_conv_shape(x, w):
-    spec = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in (x, w)]
-    out = jax.eval_shape(_valid_conv, *spec)
-    return jax.core.ShapedArray(out.shape, out.dtype)
-
-
-def _few_channel_conv_jvp(primals, tangents):
-    (x, w), (tx, tw) = primals, tangents
-    y = _few_channel_conv_p.bind(x, w)
-    parts = [] if type(tx) is ad.Zero else [_few_channel_conv_p.bind(tx, w)]
-    parts += [] if type(tw) is ad.Zero else [_few_channel_conv_p.bind(x, tw)]
-    return y, functools.reduce(jnp.add, parts) if parts else ad.Zero.from_primal_value(y)
-
-
-def _few_channel_conv_transpose(ct, x, w):
-    if type(ct) is ad.Zero:
-        return None, None
-    if ad.is_undefined_primal(x):  # linear in x (w known): the in-place input gradient
-        return _input_gradient(ct, w, x.aval.shape), None
-    spec = jax.ShapeDtypeStruct(w.aval.shape, w.aval.dtype)  # linear in w: XLA's own
-    return None, jax.linear_transpose(lambda w: _valid_conv(x, w), spec)(ct)[0]
-
-
-def _few_channel_conv_batch(args, dims):
-    (x, w), (bx, bw) = args, dims
-    if bw is None:  # a batch of images, one kernel: fold the batch into the images'
-        x = jnp.moveaxis(x, bx, 0)
-        y = _few_channel_conv_p.bind(x.reshape(-1, *x.shape[2:]), w)
-        return y.reshape(*x.shape[:2], *y.shape[1:]), 0
-    return jax.vmap(_valid_conv, (bx, bw))(x, w), 0  # a kernel per example: lax's own
-
-
-ad.primitive_jvps[_few_channel_conv_p] = _few_channel_conv_jvp
-ad.primitive_transposes[_few_channel_conv_p] = _few_channel_conv_transpose
-batching.primitive_batchers[_few_channel_conv_p] = _few_channel_conv_batch
-
-
-@functools.cache
-def _few_channel_conv(pad):
-    """``conv2d`` (stride 1) as ``_few_channel_conv_p`` on the zero-padded images."""
-    config = ((0, 0, 0), *((lo, hi, 0) for lo, hi in pad), (0, 0, 0))
-
-    def f(x, w):
-        x = jnp.asarray(x)  # a NumPy float64 array becomes float32 here without x64, as in lax
-        return _few_channel_conv_p.bind(lax.pad(x, jnp.zeros((), x.dtype), config), w)
-
-    return f
-
-
 def _pool_window(x: Array, window, stride, padding, who: str):
-    window = _pair(window, f"{who}: window")
-    stride = window if stride is None else _pair(stride, f"{who}: stride")
+    window = checks.int_tuple(window, f"{who}: window")
+    stride = window if stride is None else checks.int_tuple(stride, f"{who}: stride")
     pad = spatial_padding(padding, f"{who}: padding")
     if isinstance(pad, str):
         pad = lax.padtype_to_pads(x.shape[1:3], window, stride, pad)
@@ -457,10 +253,9 @@ def max_pool(
     """Max pooling: ``y[n, i, j, c] = max_{u, v} x̂[n, s_h i + u, s_w j + v, c]``.
 
     ``x̂`` is ``x`` padded with ``−∞`` (padding never wins the max); the window is
-    ``F_h × F_w``. Built on ``lax.reduce_window``; its derivative sends each window's
-    gradient to the window's first maximum (row-major). On a CPU, windows that tile the image
-    (``stride = window``, no padding) get that derivative from one small index of the winners
-    instead of XLA's generic scatter.
+    ``F_h × F_w``. This is ``lax.reduce_window`` with ``lax.max``; its derivative sends each
+    window's gradient to the window's first maximum (row-major). Inside :func:`funcnn.jit`
+    on a CPU, the work may go to an equivalent, faster kernel (see ``funcnn/_cpu``).
 
     Args:
       x: NHWC ``(n, H, W, C)``.
@@ -474,59 +269,11 @@ def max_pool(
     [[5.0, 7.0], [13.0, 15.0]]
     """
     dims, strides, pads = _pool_window(x, window, stride, padding, "max_pool")
-    tiled = dims == strides and all(lo == hi == 0 for lo, hi in pads) and jnp.ndim(x) == 4
-    if tiled and dims[1] * dims[2] <= 127 and _fast_dtype(jnp.result_type(x)):
-        # windows that tile the image: a cheaper derivative than the generic one on a CPU
-        return _on_cpu(_tiled_max_pool(dims[1:3]), _reduce_max(dims), x)
-    return lax.reduce_window(x, -jnp.inf, lax.max, dims, strides, pads)
 
+    def pool(x):
+        return lax.reduce_window(x, -jnp.inf, lax.max, dims, strides, pads)
 
-def _reduce_max(dims):
-    return lambda x: lax.reduce_window(x, -jnp.inf, lax.max, dims, dims, "VALID")
-
-
-@functools.cache
-def _tiled_max_pool(window):
-    """Max pooling with ``stride = window`` and no padding, with the derivative of
-    ``lax.reduce_window``'s (each window's tangent is that of its first maximum in row-major
-    order) computed from one small index: ``k* = argmax_k x_k`` over the window's positions
-    ``k = F_w u + v``, found by a reduce-window over ``(x, k)`` pairs, then
-    ``ẏ = Σ_k [k = k*] ẋ_k``. XLA CPU's generic derivative materializes four full-size index
-    arrays and a scatter instead."""
-    fh, fw = window
-    dims = (1, fh, fw, 1)
-    f = jax.custom_jvp(_reduce_max(dims))
-
-    def pick(a, b):  # the larger value; on a tie, the smaller position
-        (va, ka), (vb, kb) = a, b
-        take_a = (va > vb) | ((va == vb) & (ka < kb))
-        return jnp.where(take_a, va, vb), jnp.where(take_a, ka, kb)
-
-    def jvp(primals, tangents):
-        (x,), (t,) = primals, tangents
-        y = f(x)
-        n, h, w, c = x.shape
-        ho, wo = h // fh, w // fw
-        x = x[:, : ho * fh, : wo * fw]
-        pos = jnp.arange(fh, dtype=jnp.int8)[:, None] * fw + jnp.arange(fw, dtype=jnp.int8)
-        pos = jnp.broadcast_to(jnp.tile(pos, (ho, wo))[None, :, :, None], x.shape)
-        init = (jnp.array(-jnp.inf, x.dtype), jnp.array(127, jnp.int8))
-        # which position wins is piecewise constant in x: no derivative flows through it
-        x = lax.stop_gradient(x)
-        _, first = lax.reduce_window((x, pos), init, pick, dims, dims, "VALID")
-        t = t[:, : ho * fh, : wo * fw]
-        dy = functools.reduce(
-            jnp.add,
-            [
-                jnp.where(first == u * fw + v, t[:, u::fh, v::fw], jnp.zeros((), t.dtype))
-                for u in range(fh)
-                for v in range(fw)
-            ],
-        )
-        return y, dy
-
-    f.defjvp(jvp)
-    return f
+    return _cpu.max_pool(pool, x, dims, strides, pads)  # pool(x) or its CPU twin
 
 
 def avg_pool(
@@ -592,3 +339,139 @@ def lrn(x: Array, k: float = 2.0, n: int = 5, alpha: float = 1e-4, beta: float =
     pads = ((0, 0),) * (x.ndim - 1) + ((n // 2, n - 1 - n // 2),)
     sums = lax.reduce_window(x * x, 0.0, lax.add, dims, (1,) * x.ndim, pads)
     return x / (k + alpha * sums) ** beta
+
+
+# ---------------------------------------------------------------------------- normalization
+
+
+def moments(x: Array, axis: int = -1) -> tuple[Array, Array]:
+    """Per-feature mean and (biased) variance over every axis but the feature ``axis``.
+
+    ``μ_c = (1/m) Σ x_c``, ``σ²_c = (1/m) Σ (x_c − μ_c)²`` over the ``m`` values of feature
+    ``c`` (the batch, and every spatial position of images); computed in float32 or wider.
+
+    Args:
+      x: activations, e.g. NHWC ``(n, H, W, C)`` or ``(n, d)``.
+      axis: the feature axis.
+
+    Returns:
+      ``(μ, σ²)``, each of shape ``(x.shape[axis],)``.
+
+    >>> import jax.numpy as jnp
+    >>> [v.tolist() for v in moments(jnp.array([[1.0, 10.0], [3.0, 30.0]]))]
+    [[2.0, 20.0], [1.0, 100.0]]
+    """
+    axis = axis % jnp.ndim(x)
+    axes = tuple(i for i in range(jnp.ndim(x)) if i != axis)
+    xf = jnp.asarray(x).astype(jnp.promote_types(jnp.result_type(x), jnp.float32))
+    mean = jnp.mean(xf, axes)
+    var = jnp.mean(jnp.square(xf - jnp.expand_dims(mean, axes)), axes)  # two passes: exact
+    return mean, var
+
+
+def batch_norm(
+    x: Array,
+    mean: Array,
+    var: Array,
+    scale: Array | None = None,
+    offset: Array | None = None,
+    axis: int = -1,
+    epsilon: float = 1e-5,
+) -> Array:
+    """Normalize with given statistics: ``y = γ (x − μ) / √(σ² + ε) + β`` per feature.
+
+    ``μ``, ``σ²``, ``γ``, ``β`` have shape ``(C,)`` and broadcast along ``axis``; ``γ = 1``
+    and ``β = 0`` when ``None``. BatchNorm calls it with the batch's :func:`moments` in
+    training and with its running statistics in evaluation.
+
+    Args:
+      x: activations with ``C`` features along ``axis``.
+      mean: ``μ``, ``(C,)``.
+      var: ``σ²``, ``(C,)``.
+      scale: ``γ``, ``(C,)`` or ``None``.
+      offset: ``β``, ``(C,)`` or ``None``.
+      axis: the feature axis.
+      epsilon: ``ε``.
+
+    >>> import jax.numpy as jnp
+    >>> batch_norm(jnp.array([[3.0]]), jnp.array([1.0]), jnp.array([4.0]), epsilon=0.0).tolist()
+    [[1.0]]
+    """
+    shape = [1] * jnp.ndim(x)
+    shape[axis] = -1
+    inv = lax.rsqrt(var + epsilon)
+    if scale is not None:
+        inv = inv * scale
+    y = (x - jnp.reshape(mean, shape)) * jnp.reshape(inv, shape)
+    if offset is not None:
+        y = y + jnp.reshape(offset, shape)
+    return y.astype(jnp.result_type(x))
+
+
+def layer_norm(
+    x: Array,
+    scale: Array | None = None,
+    offset: Array | None = None,
+    n_axes: int = 1,
+    epsilon: float = 1e-5,
+) -> Array:
+    """Normalize each example over its last ``n_axes`` axes:
+    ``y = γ ⊙ (x − μ) / √(σ² + ε) + β``, ``μ`` and ``σ²`` (biased) over those axes.
+
+    Args:
+      x: activations ``(n, ..., d_1, ..., d_k)`` with ``k = n_axes``.
+      scale: ``γ`` of shape ``(d_1, ..., d_k)`` or ``None`` (1).
+      offset: ``β`` of that shape or ``None`` (0).
+      n_axes: how many trailing axes are normalized over.
+      epsilon: ``ε``.
+
+    >>> import jax.numpy as jnp
+    >>> layer_norm(jnp.array([[1.0, 3.0]]), epsilon=0.0).tolist()
+    [[-1.0, 1.0]]
+    """
+    axes = tuple(range(jnp.ndim(x) - n_axes, jnp.ndim(x)))
+    return _normalize(x, axes, scale, offset, epsilon)
+
+
+def group_norm(
+    x: Array,
+    groups: int,
+    scale: Array | None = None,
+    offset: Array | None = None,
+    epsilon: float = 1e-5,
+) -> Array:
+    """Normalize channels-last ``x`` per example and per group of ``C/groups`` channels:
+    ``μ``, ``σ²`` over the group's channels at every spatial position, then
+    ``y = γ_c (x − μ) / √(σ² + ε) + β_c``.
+
+    Args:
+      x: ``(n, ..., C)``, ``C`` divisible by ``groups``.
+      groups: the number of groups ``G``.
+      scale: ``γ``, ``(C,)`` or ``None``.
+      offset: ``β``, ``(C,)`` or ``None``.
+      epsilon: ``ε``.
+
+    >>> import jax.numpy as jnp
+    >>> group_norm(jnp.array([[1.0, 3.0, 10.0, 30.0]]), 2, epsilon=0.0).tolist()
+    [[-1.0, 1.0, -1.0, 1.0]]
+    """
+    *lead, c = jnp.shape(x)
+    xg = jnp.reshape(x, (*lead, groups, c // groups))
+    axes = (*range(1, len(lead)), len(lead) + 1)  # the spatial axes and the group's channels
+    y = jnp.reshape(_normalize(xg, axes, None, None, epsilon), jnp.shape(x))
+    if scale is not None:
+        y = y * scale
+    return y if offset is None else y + offset
+
+
+def _normalize(x, axes, scale, offset, epsilon):
+    """``γ (x − μ)/√(σ² + ε) + β`` with ``μ``, ``σ²`` over ``axes`` (float32 or wider)."""
+    xf = x.astype(jnp.promote_types(jnp.result_type(x), jnp.float32))
+    mean = jnp.mean(xf, axes, keepdims=True)
+    var = jnp.mean(jnp.square(xf - mean), axes, keepdims=True)
+    y = (xf - mean) * lax.rsqrt(var + epsilon)
+    if scale is not None:
+        y = y * scale
+    if offset is not None:
+        y = y + offset
+    return y.astype(jnp.result_type(x))

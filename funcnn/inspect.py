@@ -78,13 +78,15 @@ class Summary(NamedTuple):
     """What :func:`summary` returns; ``str(summary)`` is the printed table.
 
     ``rows`` lists every layer depth-first (a combinator's row counts all its children's
-    parameters); ``total`` is the model's parameter count and ``bytes`` their storage.
-    ``title`` heads the table; ``input_shape`` and ``output_shape`` are the model's.
+    parameters); ``total`` is the model's trainable parameter count and ``bytes`` their
+    storage. ``title`` heads the table; ``input_shape`` and ``output_shape`` are the
+    model's. ``state`` counts the values of the model's state apart (BatchNorm's running
+    statistics: not trained, not in ``total``).
 
     >>> from funcnn.layers import Dense
     >>> s = summary(Dense(3), (-1, 2))
-    >>> s.rows[0], s.total, s.bytes
-    (Row(path='dense', layer='Dense(3)', output_shape=(-1, 3), params=9, depth=0), 9, 36)
+    >>> s.rows[0], s.total, s.bytes, s.state
+    (Row(path='dense', layer='Dense(3)', output_shape=(-1, 3), params=9, depth=0), 9, 36, 0)
     """
 
     title: str
@@ -93,6 +95,7 @@ class Summary(NamedTuple):
     rows: list[Row]
     total: int
     bytes: int
+    state: int = 0
 
     def __str__(self) -> str:
         head = ("Layer", "Type", "Output shape", "Param #")
@@ -121,25 +124,27 @@ class Summary(NamedTuple):
                 rule,
                 f"Total params: {self.total:,}",
                 f"Params size: {self.bytes / 2**20:.2f} MiB",
+                *([f"State (not trained): {self.state:,}"] if self.state else []),
             ]
         )
 
 
-def _init_shapes(layer: Layer, input_shape: Shape) -> tuple[Shape, Any]:
-    """``init`` under ``jax.eval_shape``: the output shape and the params' shapes."""
+def _init_shapes(layer: Layer, input_shape: Shape) -> tuple[Shape, Any, Any]:
+    """``init_with_state`` under ``jax.eval_shape``: the output shape and the shapes of
+    the params and of the state."""
     box = {}
 
     def init(key):
-        shape, params = layer.init(key, input_shape)
+        shape, params, state = layer.init_with_state(key, input_shape)
         box["shape"] = shape
-        return params
+        return params, state
 
-    params = jax.eval_shape(init, jax.random.key(0))
-    return box["shape"], params
+    params, state = jax.eval_shape(init, jax.random.key(0))
+    return box["shape"], params, state
 
 
 def _walk(layer: Layer, input_shape: Shape, path: str, depth: int, rows: list[Row]) -> Shape:
-    shape, params = _init_shapes(layer, input_shape)
+    shape, params, _ = _init_shapes(layer, input_shape)
     rows.append(Row(path, layer.description, shape, param_count(params), depth))
     _walk_children(layer, input_shape, path, depth + 1, rows)
     return shape
@@ -148,7 +153,7 @@ def _walk(layer: Layer, input_shape: Shape, path: str, depth: int, rows: list[Ro
 def _walk_children(layer: Layer, input_shape: Shape, path: str, depth: int, rows) -> None:
     """Children of ``parallel`` take one input each; any other combinator chains them."""
     shape = input_shape
-    for i, (name, child) in enumerate(getattr(layer, "children", None) or []):
+    for i, (name, child) in enumerate(layer.children):
         sub = f"{path}/{name}" if path else name
         if layer.kind == "parallel":
             _walk(child, input_shape[i], sub, depth, rows)
@@ -159,7 +164,8 @@ def _walk_children(layer: Layer, input_shape: Shape, path: str, depth: int, rows
 def summary(model: Layer, input_shape: Shape) -> Summary:
     """A table of every layer's name, output shape and parameter count, and the total.
 
-    The total is ``param_count`` of the model's params, ``Σ_layers Σ_leaves Π shape``.
+    The total is ``param_count`` of the model's params, ``Σ_layers Σ_leaves Π shape``; a
+    model's state (BatchNorm's statistics) is counted apart, in ``Summary.state``.
     Combinators (``serial``, ``parallel``, ``residual`` and models built from them) are
     walked through their ``children``; each child's row comes from its own ``init`` at
     the shape its predecessor returns, all under ``jax.eval_shape`` (no weights drawn).
@@ -179,26 +185,30 @@ def summary(model: Layer, input_shape: Shape) -> Summary:
     """
     if not isinstance(model, Layer):
         raise TypeError(f"summary: model must be a Layer, got {model!r}")
-    shape, params = _init_shapes(model, input_shape)
+    shape, params, state = _init_shapes(model, input_shape)
     rows: list[Row] = []
-    if getattr(model, "children", None):
+    if model.children:
         _walk_children(model, input_shape, "", 0, rows)
     else:
         rows.append(Row(model.kind, model.description, shape, param_count(params), 0))
     title = f"{model.description} on input {_fmt_shape(input_shape)}"
-    return Summary(title, input_shape, shape, rows, param_count(params), _param_bytes(params))
+    total, size = param_count(params), _param_bytes(params)
+    return Summary(title, input_shape, shape, rows, total, size, param_count(state))
 
 
 def _chains(layer: Layer) -> bool:
-    return bool(getattr(layer, "children", None)) and layer.kind not in ("parallel", "residual")
+    return bool(layer.children) and layer.kind not in ("parallel", "residual")
 
 
-def intermediates(model: Layer, params: Params, x: jax.Array) -> list[tuple[str, Layer, Any]]:
+def intermediates(
+    model: Layer, params: Params, x: jax.Array, state: Any = None
+) -> list[tuple[str, Layer, Any]]:
     """Every layer's output for input ``x``, in evaluation mode (``train=False``).
 
     Walks a chain of layers (a ``serial`` and the models built from it, nested ones
     included) and returns ``[(path, layer, y), ...]`` where ``y`` is that layer's output;
-    the last ``y`` equals ``model.apply(params, x)``. Other combinators count as one layer.
+    the last ``y`` equals ``model.apply(params, x)`` (``model.apply_with_state(params,
+    state, x)[0]`` for a model with ``state``). Other combinators count as one layer.
 
     >>> import jax, jax.numpy as jnp
     >>> from funcnn.layers import Conv, Relu
@@ -214,18 +224,18 @@ def intermediates(model: Layer, params: Params, x: jax.Array) -> list[tuple[str,
         )
     out: list[tuple[str, Layer, Any]] = []
 
-    def run(layer, p, x, path):
+    def run(layer, p, st, x, path):
         for name, child in layer.children:
             sub = f"{path}/{name}" if path else name
-            child_params = p.get(name, {})
+            child_params, child_state = p.get(name, {}), st.get(name, {})
             if _chains(child):
-                x = run(child, child_params, x, sub)
+                x = run(child, child_params, child_state, x, sub)
             else:
-                x = child.apply(child_params, x, train=False)
+                x = child.apply_with_state(child_params, child_state, x)[0]
             out.append((sub, child, x))
         return x
 
-    run(model, params, x, "")
+    run(model, params, state or {}, x, "")
     return out
 
 

@@ -1,8 +1,8 @@
 """Ready-made networks of the lecture.
 
-Every model is a :class:`~funcnn.core.Layer` whose ``apply`` returns the *pre-activation*
-output of its head (logits for classification), so that the losses can be computed
-stably. The model also carries:
+Every model is a :class:`~funcnn.core.Model`: a layer whose ``apply`` returns the
+*pre-activation* output of its head (logits for classification), so that the losses can be
+computed stably, with explicit fields for what the head adds:
 
 * ``model.head``: ``"linear"``, ``"sigmoid"`` or ``"softmax"``;
 * ``model.loss``: the matching loss from outputs (``mse``, ``binary_cross_entropy``,
@@ -14,20 +14,23 @@ stably. The model also carries:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import jax
 
-from . import losses
-from .core import Layer, named, serial
+from . import checks, losses
+from .core import Layer, Model, named, residual, serial
 from .layers import (
     LRN,
     AvgPool,
+    BatchNorm,
     Conv,
     Dense,
     Dropout,
     Flatten,
     Gelu,
+    GlobalAvgPool,
     LeakyRelu,
     MaxPool,
     Relu,
@@ -43,6 +46,7 @@ __all__ = [
     "mlp",
     "lenet5",
     "alexnet",
+    "resnet",
 ]
 
 ACTIVATIONS = {
@@ -60,7 +64,7 @@ HEADS = {
 }
 
 
-def with_head(net: Layer, head: str) -> Layer:
+def with_head(net: Layer, head: str) -> Model:
     """Attach a head's ``loss``, ``metric`` and ``predict`` to a network returning logits.
 
     ``predict(params, x) = a(net.apply(params, x))`` with ``a`` the head's activation:
@@ -71,7 +75,8 @@ def with_head(net: Layer, head: str) -> Layer:
       head: ``"linear"``, ``"sigmoid"`` or ``"softmax"`` (see :data:`HEADS`).
 
     Returns:
-      a copy of ``net`` with ``head``, ``loss``, ``metric`` and ``predict`` attached.
+      a :class:`~funcnn.core.Model` with ``net``'s fields and the head's ``head``, ``loss``,
+      ``metric`` and ``activation``.
 
     >>> import jax, jax.numpy as jnp
     >>> from funcnn.layers import Dense
@@ -85,15 +90,14 @@ def with_head(net: Layer, head: str) -> Layer:
     """
     if head not in HEADS:
         raise ValueError(f"with_head: head must be one of {sorted(HEADS)}, got {head!r}")
+    if not isinstance(net, Layer):
+        raise TypeError(f"with_head: net must be a Layer, got {net!r}")
     loss, metric, activation = HEADS[head]
-
-    def predict(params, x):
-        return activation(net.apply(params, x))
-
-    return net.with_attrs(head=head, loss=loss, metric=metric, predict=predict)
+    fields = {f.name: getattr(net, f.name) for f in dataclasses.fields(Layer)}
+    return Model(**fields, head=head, loss=loss, metric=metric, activation=activation)
 
 
-def logistic_regression(d: int | None = None) -> Layer:
+def logistic_regression(d: int | None = None) -> Model:
     """Logistic regression, a one-neuron network: ``y = σ(wᵀx + b)``.
 
     ``apply`` returns the logit ``z = wᵀx + b`` of shape ``(n, 1)``; ``predict`` returns
@@ -112,8 +116,7 @@ def logistic_regression(d: int | None = None) -> Layer:
     >>> float(model.predict(params, jnp.zeros((1, 2)))[0, 0])  # σ(0) = 0.5
     0.5
     """
-    if d is not None and (isinstance(d, bool) or not isinstance(d, int) or d < 1):
-        raise ValueError(f"logistic_regression: d must be a positive int, got {d!r}")
+    d = checks.positive_int(d, "logistic_regression: d", allow_none=True)
     dense = Dense(1)
 
     def init(key, input_shape):
@@ -137,7 +140,7 @@ def mlp(
     *,
     w_init: str | None = None,
     dropout: float = 0.0,
-) -> Layer:
+) -> Model:
     """A perceptron with hidden layers ``h = f(W h_prev + b)`` and a head.
 
     ``sizes`` are the widths of every Dense layer, hidden layers first and the output
@@ -169,9 +172,7 @@ def mlp(
     """
     if isinstance(sizes, int) or not isinstance(sizes, Sequence) or not sizes:
         raise ValueError(f"mlp: sizes must be a non-empty list of ints, got {sizes!r}")
-    for s in sizes:
-        if isinstance(s, bool) or not isinstance(s, int) or s < 1:
-            raise ValueError(f"mlp: every size must be a positive int, got {list(sizes)}")
+    sizes = [checks.positive_int(s, f"mlp: every size in {list(sizes)}") for s in sizes]
     if activation not in ACTIVATIONS:
         raise ValueError(
             f"mlp: activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}"
@@ -189,7 +190,7 @@ def mlp(
             layers.append(Dropout(dropout))
     layers.append(named("output", Dense(sizes[-1], w_init="xavier_normal")))
     net = serial(*layers)
-    net = net.with_attrs(kind="mlp", description=f"mlp({list(sizes)}, {activation!r}, {head!r})")
+    net = net.replace(kind="mlp", description=f"mlp({list(sizes)}, {activation!r}, {head!r})")
     return with_head(net, head)
 
 
@@ -204,7 +205,7 @@ def lenet5(
     padding: str | int = "VALID",
     filters: tuple[int, int] = (6, 16),
     kernel: int = 5,
-) -> Layer:
+) -> Model:
     """LeNet-5 (LeCun et al., 1998): convolution + activation, pooling, then a perceptron.
 
     ``C1`` Conv(6, 5×5) → act → ``S2`` pool 2×2/2 → ``C3`` Conv(16, 5×5) → act → ``S4``
@@ -227,7 +228,7 @@ def lenet5(
     >>> summary(lenet5(), (-1, 32, 32, 1)).total
     61706
     """
-    _positive_int(num_classes, "lenet5", "num_classes")
+    checks.positive_int(num_classes, "lenet5: num_classes")
     if activation not in ACTIVATIONS:
         raise ValueError(
             f"lenet5: activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}"
@@ -253,7 +254,7 @@ def lenet5(
         act(),
         named("output", Dense(num_classes, w_init="xavier_normal")),
     )
-    net = net.with_attrs(kind="lenet5", description=f"lenet5({num_classes}, {activation!r})")
+    net = net.replace(kind="lenet5", description=f"lenet5({num_classes}, {activation!r})")
     return with_head(net, "softmax")
 
 
@@ -263,7 +264,7 @@ def alexnet(
     two_towers: bool = False,
     dropout: float = 0.5,
     lrn: bool = True,
-) -> Layer:
+) -> Model:
     """AlexNet (Krizhevsky, Sutskever & Hinton, 2012) on 227×227×3 images.
 
     ``conv1`` Conv(96, 11×11, stride 4) → ReLU → LRN → MaxPool(3, 2) → ``conv2``
@@ -286,7 +287,7 @@ def alexnet(
     >>> summary(alexnet(), (-1, 227, 227, 3)).total
     62378344
     """
-    _positive_int(num_classes, "alexnet", "num_classes")
+    checks.positive_int(num_classes, "alexnet: num_classes")
     g = 2 if two_towers else 1
     norm = [LRN()] if lrn else []
     drop = [Dropout(dropout)] if dropout else []
@@ -316,10 +317,89 @@ def alexnet(
         named("fc8", Dense(num_classes, w_init="xavier_normal")),
     )
     desc = f"alexnet({num_classes}{', two_towers=True' if two_towers else ''})"
-    return with_head(net.with_attrs(kind="alexnet", description=desc), "softmax")
+    return with_head(net.replace(kind="alexnet", description=desc), "softmax")
 
 
-def _positive_int(value, who: str, argument: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{who}: {argument} must be a positive int, got {value!r}")
-    return value
+# ------------------------------------------------------------------- residual networks
+
+
+def _conv_bn(filters: int, kernel: int, stride: int, batch_norm: bool) -> list[Layer]:
+    """``Conv`` (no bias when BatchNorm follows: its offset β plays that part) and BatchNorm."""
+    conv = Conv(filters, kernel, stride, padding="SAME", use_bias=not batch_norm)
+    return [named("conv", conv), named("bn", BatchNorm())] if batch_norm else [named("conv", conv)]
+
+
+def _basic_block(filters: int, stride: int, shortcut: bool, batch_norm: bool, projects: bool):
+    """He et al.'s basic block: ``y = relu(F(x) + S(x))`` with
+    ``F = conv3×3(stride) → BN → relu → conv3×3 → BN`` and ``S`` the identity, or a 1×1
+    convolution (and BN) where the shape changes; without ``shortcut``, ``y = relu(F(x))``."""
+    body = [
+        named("a", serial(*_conv_bn(filters, 3, stride, batch_norm))),
+        Relu(),
+        named("b", serial(*_conv_bn(filters, 3, 1, batch_norm))),
+    ]
+    if not shortcut:
+        return serial(*body, Relu())
+    skip = serial(*_conv_bn(filters, 1, stride, batch_norm)) if projects else None
+    return serial(residual(*body, shortcut=skip), Relu())
+
+
+def resnet(
+    num_classes: int = 10,
+    *,
+    widths: Sequence[int] = (16, 32, 64),
+    blocks: int = 2,
+    shortcut: bool = True,
+    batch_norm: bool = True,
+) -> Model:
+    """A small residual network (He et al., 2016, the CIFAR form) for NHWC images.
+
+    ``stem`` conv3×3 (``widths[0]``) → BN → ReLU, then one stage per width of ``blocks``
+    basic blocks ``y = relu(F(x) + S(x))``, ``F = conv3×3 → BN → ReLU → conv3×3 → BN``; the
+    first block of every stage after the first halves the size (stride 2) and its shortcut
+    ``S`` is a 1×1 convolution with BatchNorm (a projection), the others the identity. Then
+    global average pooling and a dense softmax head. Depth ``6·blocks + 2`` for three
+    stages. 8×8 digits go 8 → 8 → 4 → 2; 32×32×3 images 32 → 32 → 16 → 8.
+
+    ``shortcut=False`` gives the plain network of the same depth (``y = relu(F(x))``), and
+    ``batch_norm=False`` drops every BatchNorm (the convolutions get biases), so that the
+    lecture's claim can be shown: deep plain networks get vanishing gradients, residual
+    ones train. With BatchNorm the model is stateful: use ``init_with_state``.
+
+    Args:
+      num_classes: the size of the softmax head.
+      widths: the filters of each stage.
+      blocks: basic blocks per stage.
+      shortcut: the residual connections (``False``: the plain network).
+      batch_norm: BatchNorm after every convolution.
+
+    >>> import jax
+    >>> model = resnet()
+    >>> shape, params, state = model.init_with_state(jax.random.key(0), (-1, 8, 8, 1))
+    >>> shape, model.stateful, sorted(params)[:3], sorted(state["stem"])
+    ((-1, 10), True, ['output', 'stage_0_block_0', 'stage_0_block_1'], ['bn'])
+    """
+    checks.positive_int(num_classes, "resnet: num_classes")
+    blocks = checks.positive_int(blocks, "resnet: blocks")
+    widths = [checks.positive_int(w, f"resnet: every width in {list(widths)}") for w in widths]
+    if not widths:
+        raise ValueError("resnet: widths must name at least one stage")
+    stages = []
+    for i, width in enumerate(widths):
+        for j in range(blocks):
+            stride = 2 if i > 0 and j == 0 else 1
+            projects = i > 0 and j == 0  # the size halves (and the width grows)
+            block = _basic_block(width, stride, shortcut, batch_norm, projects)
+            stages.append(named(f"stage_{i}_block_{j}", block))
+    net = serial(
+        named("stem", serial(*_conv_bn(widths[0], 3, 1, batch_norm))),
+        Relu(),
+        *stages,
+        GlobalAvgPool(),
+        named("output", Dense(num_classes, w_init="xavier_normal")),
+    )
+    kind = "resnet" if shortcut else "plain"
+    desc = f"resnet({num_classes}, widths={list(widths)}, blocks={blocks}"
+    desc += f"{'' if shortcut else ', shortcut=False'}{'' if batch_norm else ', batch_norm=False'})"
+    return with_head(net.replace(kind=kind, description=desc), "softmax")
+

@@ -26,6 +26,8 @@ from typing import Any
 import jax.numpy as jnp
 from jax import Array
 
+from . import checks
+
 __all__ = [
     "linear_regression",
     "logistic_regression",
@@ -223,15 +225,6 @@ def mlp(params: Params, x: Array, y: Array, activation: str = "tanh") -> tuple[A
 # ------------------------------------------------------------------------ convolution
 
 
-def _pair(value: int | Sequence[int], argument: str) -> tuple[int, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = (value, value)
-    value = tuple(value)
-    if len(value) != 2 or not all(isinstance(v, int) and v >= 1 for v in value):
-        raise ValueError(f"{argument} must be a positive int or a pair of them, got {value!r}")
-    return value
-
-
 def conv_padding(
     padding: str | int | Sequence[tuple[int, int]],
     in_hw: tuple[int, int],
@@ -268,7 +261,7 @@ def conv_padding(
 
 
 def _pad_input(x: Array, w: Array, stride, padding):
-    stride = _pair(stride, "stride")
+    stride = checks.int_tuple(stride, "stride")
     pads = conv_padding(padding, x.shape[1:3], w.shape[:2], stride)
     xpad = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
     out_hw = tuple((xpad.shape[1 + i] - w.shape[i]) // stride[i] + 1 for i in range(2))
@@ -405,8 +398,8 @@ def conv2d(
 
 
 def _pool_geometry(x: Array, window, stride):
-    window = _pair(window, "window")
-    stride = window if stride is None else _pair(stride, "stride")
+    window = checks.int_tuple(window, "window")
+    stride = window if stride is None else checks.int_tuple(stride, "stride")
     out_hw = tuple((x.shape[1 + i] - window[i]) // stride[i] + 1 for i in range(2))
     if min(out_hw) < 1:
         raise ValueError(f"window {window} is larger than the input {x.shape[1:3]}")

@@ -4,7 +4,8 @@ On a CPU whose XLA knows ``xla_cpu_experimental_ynn_fusion_type``, funcnn's prog
 their convolutions on XLA's own kernels instead of YNNPACK library fusions (faster for small
 channel counts, docs/benchmarks.md). The numbers must stay those of plain ``jax.jit``, the
 option must reach every program funcnn compiles, and it must step aside for the user's own
-``XLA_FLAGS``, for other platforms and for an XLA without it.
+``XLA_FLAGS``, for other platforms and for an XLA without it. (The switch that turns it off,
+with the CPU formulations of conv2d and max_pool, is tested in tests/test_cpu_tuning.py.)
 """
 
 from __future__ import annotations
@@ -18,17 +19,24 @@ import optax
 import pytest
 
 import funcnn as fn
-from funcnn import compiler, layers, losses, train
+from funcnn import _cpu, compiler, layers, losses, train
 
 OPTION = "xla_cpu_experimental_ynn_fusion_type"
+
+
+@pytest.fixture(autouse=True)
+def tuning_on():
+    """These tests are about the tuned programs, whatever FUNCNN_CPU_TUNING says."""
+    with compiler.cpu_tuning(True):
+        yield
 
 
 @pytest.fixture
 def fresh_options():
     """Forget the probed options before and after a test that changes what they depend on."""
-    compiler._cpu_options.cache_clear()
+    _cpu.xla_options.cache_clear()
     yield
-    compiler._cpu_options.cache_clear()
+    _cpu.xla_options.cache_clear()
 
 
 def lenet_like():
@@ -66,7 +74,7 @@ def ynn_convolutions(hlo: str) -> int:
 
 
 needs_option = pytest.mark.skipif(
-    not compiler.compiler_options(),
+    not _cpu.xla_options(),
     reason="this XLA has no xla_cpu_experimental_ynn_fusion_type, or the backend is not a CPU",
 )
 
@@ -122,11 +130,13 @@ def test_every_program_funcnn_compiles_gets_the_options():
 
 
 def test_funcnn_compiles_only_through_its_jit(root):
-    """No module calls ``jax.jit`` itself: every program gets the options."""
+    """No module calls ``jax.jit`` itself: every program gets the options (the one other
+    ``jax.jit`` is the tiny compile that probes whether this XLA knows them)."""
+    allowed = {"funcnn/compiler.py", "funcnn/_cpu/options.py"}
     offenders = [
         f"{path.relative_to(root)}:{i}"
         for path in sorted((root / "funcnn").rglob("*.py"))
-        if path.name != "compiler.py"
+        if path.relative_to(root).as_posix() not in allowed
         for i, line in enumerate(path.read_text().splitlines(), 1)
         if re.search(r"(?<![\w`])jax\.jit\(", line) and not line.lstrip().startswith(">>>")
     ]
@@ -153,7 +163,7 @@ def test_other_platforms_get_no_options(monkeypatch, fresh_options):
 
 
 def test_an_xla_without_the_option_gets_plain_jit(monkeypatch, fresh_options):
-    monkeypatch.setattr(compiler, "_CPU_OPTIONS", {"xla_cpu_no_such_option_here": "1"})
+    monkeypatch.setattr(_cpu.options, "CPU_OPTIONS", {"xla_cpu_no_such_option_here": "1"})
     assert compiler.compiler_options() == {}
     f = fn.jit(lambda a: a + 1.0)
     np.testing.assert_array_equal(f(jnp.zeros(2)), [1.0, 1.0])
@@ -207,3 +217,15 @@ def test_jit_as_a_decorator_with_and_without_arguments():
 
     with pytest.raises(TypeError):  # self is not a JAX type: exactly jax.jit's behaviour
         Scaler().scale(1.0)
+
+
+def test_a_funcnn_jit_function_composes_inside_grad_vmap_and_an_outer_jit():
+    f = fn.jit(lambda x: jnp.sum(jnp.sin(x) ** 2))
+    x = jnp.linspace(0.0, 1.0, 5)
+    want = 2 * jnp.sin(x) * jnp.cos(x)  # d/dx sin²x
+    np.testing.assert_allclose(jax.grad(f)(x), want, rtol=1e-6)
+    np.testing.assert_allclose(jax.jit(jax.grad(f))(x), want, rtol=1e-6)
+    np.testing.assert_allclose(jax.jit(lambda x: 2 * f(x))(x), 2 * f(x), rtol=1e-6)
+    np.testing.assert_allclose(jax.vmap(f)(jnp.stack([x, x])), jnp.stack([f(x), f(x)]))
+    with pytest.raises(TypeError):  # a mistake of the caller still reaches them as it is
+        jax.grad(fn.jit(lambda x: x["missing"]))(x)

@@ -27,9 +27,9 @@ ALIASES = {"funcnn.core.Shape", "funcnn.core.Params", "funcnn.initializers.Initi
 # doctests still run below; these functions are the only ones allowed no ``>>>`` example.
 ENTRY_POINTS = {
     "funcnn.__main__.main",
-    "funcnn.__main__.demo",
-    "funcnn.__main__.cnn_demo",
-    "funcnn.__main__.classify2d",
+    "funcnn.demos.demo",
+    "funcnn.demos.cnn_demo",
+    "funcnn.demos.classify2d",
     "funcnn.distributed.launch.launch",
     "funcnn.distributed.launch.main",
     "funcnn.playground.serve",

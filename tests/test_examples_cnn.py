@@ -53,7 +53,7 @@ def test_alexnet_example(tmp_path):
 
 def test_demo_runs_the_cnn_part_after_the_2d_part(tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
-    import funcnn.__main__ as cli
+    import funcnn.demos as demos
     from funcnn import train
 
     def instant_fit(model, params, x, y, **kwargs):  # the 2-D training itself is not at stake
@@ -68,7 +68,7 @@ def test_demo_runs_the_cnn_part_after_the_2d_part(tmp_path, monkeypatch):
         return {"val_accuracy": 1.0}
 
     monkeypatch.setattr(train, "fit", instant_fit)
-    monkeypatch.setattr(cli, "cnn_demo", fake_cnn_demo)
-    result = cli.demo(tmp_path, quick=True, seed=3)
+    monkeypatch.setattr(demos, "cnn_demo", fake_cnn_demo)
+    result = demos.demo(tmp_path, quick=True, seed=3)
     assert calls == [(tmp_path, True, 3)]
     assert result["cnn"] == {"val_accuracy": 1.0}

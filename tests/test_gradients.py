@@ -304,13 +304,13 @@ def test_check_grads_passes_on_every_layer(name):
     case = _cases()[name]
     assert case is not None, f"add a check_grads case for layers.{name}"
     layer, shape = case
-    _, params = layer.init(jax.random.key(1), shape)
+    _, params, state = layer.init_with_state(jax.random.key(1), shape)
     rng = _rng(len(name))
     x = jnp.asarray(rng.normal(size=shape))
     key = jax.random.key(2)
 
-    def f(p, x):
-        return layer.apply(p, x, key=key, train=True)
+    def f(p, x):  # the state form: a stateful layer (BatchNorm) in training mode too
+        return layer.apply_with_state(p, state, x, key=key, train=True)[0]
 
     report = check_grads(f, (params, x), argnums=(0, 1), max_elements=24)
     assert report.ok, str(report)

@@ -16,7 +16,7 @@ import pytest
 
 from funcnn import data
 from funcnn.__main__ import main
-from funcnn.playground import ModelConfig, Session, Trainer, check_loopback, make_server
+from funcnn.playground import ModelConfig, Session, Trainer, check_loopback, make_server, sessions
 from funcnn.playground import server as srv
 
 # --------------------------------------------------------------------------- numpy references
@@ -120,7 +120,7 @@ def test_minibatches_draw_only_real_points():
 def test_a_new_point_reuses_the_compiled_step_until_the_bucket_fills():
     config = ModelConfig("logistic", 0, 0, "none", "momentum")
     trainer = Trainer(config, lr=0.1)
-    fn = srv._compiled(config, 2, None)
+    fn = sessions.compiled(config, 2, None)
     x = np.linspace(-1, 1, 140, dtype=np.float32).reshape(70, 2)
     y = (x[:, 0] > 0).astype(np.int32)
     for n in (5, 6, 40, 64):
@@ -128,7 +128,7 @@ def test_a_new_point_reuses_the_compiled_step_until_the_bucket_fills():
     assert fn._cache_size() == 1
     trainer.update(x, y, steps=2)
     assert fn._cache_size() == 2
-    assert srv._bucket(1) == 64 and srv._bucket(65) == 128 and srv._bucket(5000) == 8192
+    assert sessions.bucket(1) == 64 and sessions.bucket(65) == 128 and sessions.bucket(5000) == 8192
 
 
 def test_no_points_means_no_step_and_no_loss():

@@ -33,6 +33,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from .. import checks
+
 __all__ = [
     "DATA",
     "MODEL",
@@ -83,11 +85,8 @@ def make_mesh(
     ('data', 'model')
     """
     devices = list(jax.devices() if devices is None else devices)
-    for value, argument in ((data, "data"), (model, "model")):
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or value < 1
-        ):
-            raise ValueError(f"make_mesh: {argument} must be a positive int, got {value!r}")
+    data = checks.positive_int(data, "make_mesh: data", allow_none=True)
+    model = checks.positive_int(model, "make_mesh: model")
     if data is None:
         data = len(devices) // model
     if data * model != len(devices):

@@ -154,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the children
     if args.processes < 1:
-        parser.error(f"--processes must be a positive int, got {args.processes}")
+        parser.error(f"--processes must be at least 1, got {args.processes}")
     args.local = args.processes if args.local is None else args.local
     if not 1 <= args.local <= args.processes - args.first_id:
         parser.error(
