@@ -3,17 +3,22 @@
 ``Runner.unit()`` runs one timed unit (a training step, or a whole epoch for the epoch
 workload) and blocks until it is done; ``Runner.loss_after_one_step()`` starts from the
 workload's weights, takes one step on the first batch and returns the loss on that batch
-afterwards: every contender must agree on it.
+afterwards: every contender must agree on it. For a workload with BatchNorm,
+``Runner.stats_after_one_step()`` gives the running statistics after that step, all layers'
+concatenated in the order of the ops: ``"mean"``, and the variance under the library's
+convention, ``"unbiased"`` (PyTorch, funcnn) or ``"biased"`` (Flax, Equinox); hand-written JAX
+gives both, and each contender is checked against the one it keeps.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from workloads import LR, MOMENTUM, Workload
+from workloads import BN_EPSILON, BN_MOMENTUM, LR, MOMENTUM, Workload
 
 LRN = dict(k=2.0, n=5, alpha=1e-4, beta=0.75)
 FIT_EPOCHS = 10
@@ -24,9 +29,11 @@ class Runner:
     unit: Callable[[], None]
     loss_after_one_step: Callable[[], float]
     units_per_call: int = 1  # unit() may run several units (e.g. epochs of one fit call)
+    stats_after_one_step: Callable[[], dict] | None = None  # BatchNorm workloads only
 
 
 FLOAT32_ONLY = ("flax_nnx", "equinox")  # their modules here are built in float32
+STATELESS_ONLY = ("stax",)  # stax.BatchNorm keeps no running statistics
 
 
 def available(name: str) -> bool:
@@ -93,6 +100,41 @@ def _jax_batches(wl: Workload, x, y):
     return jnp.asarray(x, dt)[None], jnp.asarray(y)[None]
 
 
+def _jax_state(state):
+    """BatchNorm's running statistics as float32 JAX arrays, whatever the workload's dtype."""
+    import jax
+    import jax.numpy as jnp
+
+    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), state)
+
+
+def _param_ops(ops):
+    """The ops that have params (dense, conv, bn), in the order they run: a block's body,
+    then its shortcut."""
+    for op in ops:
+        if op[0] == "block":
+            yield from _param_ops(op[1])
+            yield from _param_ops(op[2])
+        elif op[0] in ("dense", "conv", "bn"):
+            yield op
+
+
+def _bias(op) -> bool:
+    """Whether a dense or conv op has a bias (convolutions followed by BatchNorm have none)."""
+    return op[0] == "dense" or len(op) < 6 or op[5]
+
+
+def _concat_stats(means, variances, convention: str) -> dict | None:
+    """The check's form of the running statistics: every layer's, concatenated, in float64
+    (``None`` for a network without BatchNorm)."""
+    if not means:
+        return None
+    return {
+        "mean": np.concatenate([np.asarray(m, np.float64) for m in means]),
+        convention: np.concatenate([np.asarray(v, np.float64) for v in variances]),
+    }
+
+
 def _jax_runner(
     wl: Workload,
     x,
@@ -100,15 +142,17 @@ def _jax_runner(
     params,
     apply: Callable,
     *,
+    state=None,
+    stats: Callable | None = None,
     scan: bool = True,
     loss_fn: Callable | None = None,
     shuffle: bool = False,
     compiler_options: dict | None = None,
 ) -> Runner:
     """A runner for a pure JAX ``apply(params, x)``, optimized with optax, jit-compiled
-    (with XLA's ``compiler_options`` when given)."""
-    import functools
-
+    (with XLA's ``compiler_options`` when given). With ``state`` (BatchNorm's running
+    statistics), ``apply(params, state, x) -> (outputs, state)`` in training mode, the state
+    carried from step to step, and ``stats(state)`` the running statistics the check compares."""
     import jax
     import optax
 
@@ -117,115 +161,202 @@ def _jax_runner(
     opt = optax.sgd(LR, momentum=MOMENTUM)
     loss_fn = _float32_loss(loss_fn or optax.losses.softmax_cross_entropy_with_integer_labels)
     params = _jax_params(wl, params)
+    if state is None:  # stateless: the state is () and passes through
 
-    def loss(p, xb, yb):
-        return loss_fn(apply(p, xb), yb).mean()
+        def forward(p, s, xb):
+            return apply(p, xb), s
 
-    def step(p, o, xb, yb):
-        value, g = jax.value_and_grad(loss)(p, xb, yb)
+        state = ()
+    else:
+        forward = apply
+
+    def loss(p, s, xb, yb):
+        out, s = forward(p, s, xb)
+        return loss_fn(out, yb).mean(), s
+
+    def step(p, s, o, xb, yb):
+        (value, s), g = jax.value_and_grad(loss, has_aux=True)(p, s, xb, yb)
         updates, o = opt.update(g, o, p)
-        return optax.apply_updates(p, updates), o, value
+        return optax.apply_updates(p, updates), s, o, value
 
     xs, ys = _jax_batches(wl, x, y)
-    state = {"p": params, "o": opt.init(params)}
+    copy = functools.partial(jax.tree_util.tree_map, lambda a: a.copy())
+    # unit() donates its carry: the one-step check runs before it, on copies
+    carry = {"p": params, "s": copy(state), "o": opt.init(params)}
     if wl.n_points and scan:
 
-        def epoch(p, o, xs, ys, key):
+        def epoch(p, s, o, xs, ys, key):
             if shuffle:  # the plain way: jax.random.permutation, then one gather
                 perm = jax.random.permutation(key, xs.shape[0] * xs.shape[1])
                 xs = xs.reshape(-1, *xs.shape[2:])[perm].reshape(xs.shape)
                 ys = ys.reshape(-1)[perm].reshape(ys.shape)
 
             def body(c, b):
-                p, o, v = step(*c, *b)
-                return (p, o), v
+                p, s, o, v = step(*c, *b)
+                return (p, s, o), v
 
-            (p, o), v = jax.lax.scan(body, (p, o), (xs, ys))
-            return p, o, v
+            (p, s, o), v = jax.lax.scan(body, (p, s, o), (xs, ys))
+            return p, s, o, v
 
-        run = jit(epoch, donate_argnums=(0, 1))
-        state["k"] = jax.random.key(0)
+        run = jit(epoch, donate_argnums=(0, 1, 2))
+        carry["k"] = jax.random.key(0)
 
         def unit():
-            state["k"], k = jax.random.split(state["k"])
-            state["p"], state["o"], v = run(state["p"], state["o"], xs, ys, k)
+            carry["k"], k = jax.random.split(carry["k"])
+            carry["p"], carry["s"], carry["o"], v = run(
+                carry["p"], carry["s"], carry["o"], xs, ys, k
+            )
             jax.block_until_ready(v)
     else:
-        jstep = jit(step, donate_argnums=(0, 1))
+        jstep = jit(step, donate_argnums=(0, 1, 2))
 
         xl, yl = list(xs), list(ys)  # batches split once, as a data loader would hand them
 
         def unit():
             for xb, yb in zip(xl, yl):
-                state["p"], state["o"], v = jstep(state["p"], state["o"], xb, yb)
+                carry["p"], carry["s"], carry["o"], v = jstep(
+                    carry["p"], carry["s"], carry["o"], xb, yb
+                )
             jax.block_until_ready(v)
 
-    def check():
-        fresh = jax.tree_util.tree_map(lambda a: a.copy(), params)
-        p, _, _ = step(fresh, opt.init(fresh), xs[0], ys[0])
-        return float(loss(p, xs[0], ys[0]))
+    @functools.cache
+    def one_step():
+        fresh = copy(params)
+        p, s, _, _ = step(fresh, state, opt.init(fresh), xs[0], ys[0])
+        return float(loss(p, s, xs[0], ys[0])[0]), s
 
-    return Runner(unit, check)
+    return Runner(
+        unit,
+        lambda: one_step()[0],
+        stats_after_one_step=(lambda: stats(one_step()[1])) if stats else None,
+    )
 
 
-def raw_apply(ops):
-    """Hand-written JAX: ``lax`` convolutions and pooling, ``x @ w + b``."""
+def _raw_batch_norm(x, p, s, *, unbiased: bool, momentum: float):
+    """BatchNorm in training mode by hand, over every axis but the last:
+    ``y = γ (x − μ_B) / √(σ²_B + ε) + β`` with the batch's mean and (biased) variance, and the
+    running statistics ``(1 − momentum)·old + momentum·new``, the variance's ``new`` unbiased
+    (``m/(m − 1)·σ²_B``, PyTorch's convention) or not (Flax's and Equinox's)."""
     import jax
     import jax.numpy as jnp
 
-    def apply(params, x):
-        i = 0
-        for op in ops:
-            kind = op[0]
-            if kind == "dense":
-                x = x @ params[i]["w"] + params[i]["b"]
-                i += 1
-            elif kind == "conv":
-                x = (
-                    jax.lax.conv_general_dilated(
-                        x,
-                        params[i]["w"],
-                        (op[3], op[3]),
-                        op[4],
-                        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    axes = tuple(range(x.ndim - 1))
+    xf = x.astype(jnp.float32)
+    mean = jnp.mean(xf, axes)
+    var = jnp.mean(jnp.square(xf - mean), axes)
+    y = (xf - mean) * (jax.lax.rsqrt(var + BN_EPSILON) * p["scale"]) + p["offset"]
+    m = x.size // x.shape[-1]
+    new_var = var * (m / (m - 1)) if unbiased else var
+    state = {
+        "mean": (1 - momentum) * s["mean"] + momentum * mean,
+        "var": (1 - momentum) * s["var"] + momentum * new_var,
+    }
+    return y.astype(x.dtype), state
+
+
+def raw_apply_with_state(ops, *, unbiased: bool = True, momentum: float = BN_MOMENTUM):
+    """Hand-written JAX: ``lax`` convolutions and pooling, ``x @ w + b``, BatchNorm in training
+    mode: ``apply(params, state, x) -> (y, state)``, params and state lists in op order."""
+    import jax
+    import jax.numpy as jnp
+
+    def apply(params, state, x):
+        params, state, new_state = iter(params), iter(state), []
+
+        def run(ops, x):
+            for op in ops:
+                kind = op[0]
+                if kind == "dense":
+                    p = next(params)
+                    x = x @ p["w"] + p["b"]
+                elif kind == "conv":
+                    p = next(params)
+                    x = jax.lax.conv_general_dilated(
+                        x, p["w"], (op[3], op[3]), op[4], dimension_numbers=("NHWC", "HWIO", "NHWC")
                     )
-                    + params[i]["b"]
-                )
-                i += 1
-            elif kind == "relu":
-                x = jax.nn.relu(x)
-            elif kind == "tanh":
-                x = jnp.tanh(x)
-            elif kind == "maxpool":
-                x = jax.lax.reduce_window(
-                    x, -jnp.inf, jax.lax.max, (1, op[1], op[1], 1), (1, op[2], op[2], 1), "VALID"
-                )
-            elif kind == "lrn":
-                x = _jax_lrn(x)
-            elif kind == "flatten":
-                x = x.reshape(x.shape[0], -1)
-        return x
+                    if "b" in p:
+                        x = x + p["b"]
+                elif kind == "bn":
+                    x, s = _raw_batch_norm(
+                        x, next(params), next(state), unbiased=unbiased, momentum=momentum
+                    )
+                    new_state.append(s)
+                elif kind == "block":  # relu(body(x) + shortcut(x)); no shortcut ops: x
+                    fx = run(op[1], x)
+                    x = jax.nn.relu(fx + run(op[2], x))
+                elif kind == "relu":
+                    x = jax.nn.relu(x)
+                elif kind == "tanh":
+                    x = jnp.tanh(x)
+                elif kind == "maxpool":
+                    x = jax.lax.reduce_window(
+                        x,
+                        -jnp.inf,
+                        jax.lax.max,
+                        (1, op[1], op[1], 1),
+                        (1, op[2], op[2], 1),
+                        "VALID",
+                    )
+                elif kind == "gap":
+                    x = jnp.mean(x, axis=(1, 2))
+                elif kind == "lrn":
+                    x = _jax_lrn(x)
+                elif kind == "flatten":
+                    x = x.reshape(x.shape[0], -1)
+            return x
+
+        return run(ops, x), new_state
 
     return apply
 
 
+def raw_apply(ops):
+    """Hand-written JAX: ``lax`` convolutions and pooling, ``x @ w + b``: ``apply(params, x)``."""
+    apply = raw_apply_with_state(ops)
+    return lambda params, x: apply(params, (), x)[0]
+
+
+def _raw_runner(wl, x, y, *, momentum: float = BN_MOMENTUM, **options):
+    """Hand-written JAX over the workload's params (and BatchNorm state). Its running variance
+    is PyTorch's, unbiased; the check also gets the biased one, from a second one-step run."""
+    if not wl.stateful:
+        return _jax_runner(wl, x, y, wl.params, raw_apply(wl.ops), **options)
+
+    def runner(unbiased):
+        convention = "unbiased" if unbiased else "biased"
+        return _jax_runner(
+            wl, x, y, wl.params,
+            raw_apply_with_state(wl.ops, unbiased=unbiased, momentum=momentum),
+            state=_jax_state(wl.state),
+            stats=lambda s: _concat_stats(
+                [v["mean"] for v in s], [v["var"] for v in s], convention
+            ),
+            **options,
+        )  # fmt: skip
+
+    r, biased = runner(True), runner(False)
+    unbiased_stats = r.stats_after_one_step
+    r.stats_after_one_step = lambda: {**biased.stats_after_one_step(), **unbiased_stats()}
+    return r
+
+
 def build_raw_jax(wl, x, y):
-    return _jax_runner(wl, x, y, wl.params, raw_apply(wl.ops))
+    return _raw_runner(wl, x, y)
 
 
 def build_raw_jax_tuned(wl, x, y):
     """Hand-written JAX compiled with the XLA options funcnn compiles with (``fn.jit``)."""
     from funcnn.compiler import compiler_options
 
-    return _jax_runner(wl, x, y, wl.params, raw_apply(wl.ops), compiler_options=compiler_options())
+    return _raw_runner(wl, x, y, compiler_options=compiler_options())
 
 
 def build_raw_jax_shuffled(wl, x, y):
-    return _jax_runner(wl, x, y, wl.params, raw_apply(wl.ops), shuffle=True)
+    return _raw_runner(wl, x, y, shuffle=True)
 
 
 def build_raw_jax_loop(wl, x, y):
-    return _jax_runner(wl, x, y, wl.params, raw_apply(wl.ops), scan=False)
+    return _raw_runner(wl, x, y, scan=False)
 
 
 def build_stax(wl, x, y):
@@ -298,14 +429,84 @@ def _funcnn_params(model, wl):
     return _jax_params(wl, dict(zip(names, wl.params)))
 
 
-def build_funcnn(wl, x, y, **fit_options):
-    """``train_step`` for a step; ``fit`` (with ``fit_options``) for an epoch workload."""
+def _fill(template: dict, given) -> dict:
+    """``template`` (funcnn's params or state) with each layer's dict, in order, replaced by
+    the next of ``given``: the same keys and shapes, or an error."""
+    out = {}
+    for name, value in template.items():
+        if value and all(not isinstance(v, dict) for v in value.values()):  # one layer's
+            new = next(given)
+            shapes = {k: np.shape(v) for k, v in new.items()}
+            if shapes != {k: np.shape(v) for k, v in value.items()}:
+                raise ValueError(f"{name}: funcnn has {value}, the workload {shapes}")
+            out[name] = new
+        else:
+            out[name] = _fill(value, given) if value else value
+    return out
+
+
+def _layer_dicts(template: dict, tree: dict) -> list[dict]:
+    """The layer dicts of ``tree`` in ``template``'s order (jit hands dicts back sorted)."""
+    out = []
+    for name, value in template.items():
+        if value and all(not isinstance(v, dict) for v in value.values()):
+            out.append(tree[name])
+        elif value:
+            out += _layer_dicts(value, tree[name])
+    return out
+
+
+def build_funcnn_with_state(wl, x, y):
+    """``train_step_with_state`` on the workload's ``funcnn.models`` network (``wl.zoo``),
+    BatchNorm's running statistics carried from step to step."""
     import jax
     import jax.numpy as jnp
     import optax
 
     import funcnn as fn
 
+    name, options = wl.zoo
+    model = getattr(fn.models, name)(wl.classes, **options)
+    _, p_template, s_template = model.init_with_state(jax.random.key(0), (-1, *wl.input_shape))
+
+    def fresh():
+        params = _jax_params(wl, _fill(p_template, iter(wl.params)))
+        return params, _jax_state(_fill(s_template, iter(wl.state)))
+
+    opt = optax.sgd(LR, momentum=MOMENTUM)
+    loss = _float32_loss(fn.losses.softmax_cross_entropy)
+    x, y = jnp.asarray(x, _jax_dtype(wl)), jnp.asarray(y)  # on the device once, as for the others
+    params, state = fresh()
+    carry = {"p": params, "s": state, "o": opt.init(params)}
+    step = fn.train_step_with_state(model, loss, opt, donate=True)
+
+    def unit():
+        carry["p"], carry["s"], carry["o"], logs = step(carry["p"], carry["s"], carry["o"], (x, y))
+        jax.block_until_ready(logs)
+
+    @functools.cache
+    def one_step():
+        p, s = fresh()
+        p, s, _, _ = fn.train_step_with_state(model, loss, opt)(p, s, opt.init(p), (x, y))
+        out, _ = model.apply_with_state(p, s, x, train=True)
+        layers = _layer_dicts(s_template, s)
+        stats = _concat_stats([v["mean"] for v in layers], [v["var"] for v in layers], "unbiased")
+        return float(loss(out, y)), stats
+
+    return Runner(unit, lambda: one_step()[0], stats_after_one_step=lambda: one_step()[1])
+
+
+def build_funcnn(wl, x, y, **fit_options):
+    """``train_step`` for a step; ``fit`` (with ``fit_options``) for an epoch workload;
+    ``train_step_with_state`` for a network with BatchNorm."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    import funcnn as fn
+
+    if wl.stateful:
+        return build_funcnn_with_state(wl, x, y)
     model = funcnn_model(wl.ops)
     params = _funcnn_params(model, wl)
     opt = optax.sgd(LR, momentum=MOMENTUM)
@@ -359,38 +560,71 @@ def build_funcnn(wl, x, y, **fit_options):
 
 
 def build_flax_linen(wl, x, y):
+    """Flax linen, ``jax.jit``; BatchNorm with ``batch_stats`` made mutable in training."""
     import flax.linen as nn
-    import jax
     import jax.numpy as jnp
 
     ops = wl.ops
 
     class Net(nn.Module):
         @nn.compact
-        def __call__(self, x):
-            for op in ops:
-                kind = op[0]
-                if kind == "dense":
-                    x = nn.Dense(op[1])(x)
-                elif kind == "conv":
-                    x = nn.Conv(op[1], (op[2], op[2]), strides=op[3], padding=op[4])(x)
-                elif kind == "relu":
-                    x = nn.relu(x)
-                elif kind == "tanh":
-                    x = jnp.tanh(x)
-                elif kind == "maxpool":
-                    x = nn.max_pool(x, (op[1], op[1]), strides=(op[2], op[2]))
-                elif kind == "lrn":
-                    x = _jax_lrn(x)
-                elif kind == "flatten":
-                    x = x.reshape(x.shape[0], -1)
-            return x
+        def __call__(self, x, train: bool = False):
+            names = (f"layer_{i}" for i in range(len(wl.params)))  # the params' order
+
+            def run(ops, x):
+                for op in ops:
+                    kind = op[0]
+                    if kind == "dense":
+                        x = nn.Dense(op[1], name=next(names))(x)
+                    elif kind == "conv":
+                        x = nn.Conv(
+                            op[1], (op[2], op[2]), strides=op[3], padding=op[4],
+                            use_bias=_bias(op), name=next(names),
+                        )(x)  # fmt: skip
+                    elif kind == "bn":  # Flax's momentum is the old statistics' weight
+                        x = nn.BatchNorm(
+                            use_running_average=not train, momentum=1 - BN_MOMENTUM,
+                            epsilon=BN_EPSILON, name=next(names),
+                        )(x)  # fmt: skip
+                    elif kind == "block":
+                        fx = run(op[1], x)
+                        x = nn.relu(fx + run(op[2], x))
+                    elif kind == "relu":
+                        x = nn.relu(x)
+                    elif kind == "tanh":
+                        x = jnp.tanh(x)
+                    elif kind == "maxpool":
+                        x = nn.max_pool(x, (op[1], op[1]), strides=(op[2], op[2]))
+                    elif kind == "gap":
+                        x = jnp.mean(x, axis=(1, 2))
+                    elif kind == "lrn":
+                        x = _jax_lrn(x)
+                    elif kind == "flatten":
+                        x = x.reshape(x.shape[0], -1)
+                return x
+
+            return run(ops, x)
+
+    def convert(p):
+        if "scale" in p:
+            return {"scale": p["scale"], "bias": p["offset"]}
+        return {"kernel": p["w"], **({"bias": p["b"]} if "b" in p else {})}
 
     net = Net()
-    template = net.init(jax.random.key(0), jnp.zeros((1, *wl.input_shape)))["params"]
-    names = list(template)
-    params = {"params": {n: {"kernel": p["w"], "bias": p["b"]} for n, p in zip(names, wl.params)}}
-    return _jax_runner(wl, x, y, params, net.apply)
+    params = {"params": {f"layer_{i}": convert(p) for i, p in enumerate(wl.params)}}
+    if not wl.stateful:
+        return _jax_runner(wl, x, y, params, net.apply)
+    bn = [f"layer_{i}" for i, p in enumerate(wl.params) if "scale" in p]
+    state = {"batch_stats": dict(zip(bn, _jax_state(wl.state)))}
+
+    def apply(p, s, xb):
+        return net.apply({**p, **s}, xb, train=True, mutable=["batch_stats"])
+
+    def stats(s):
+        layers = [s["batch_stats"][n] for n in bn]
+        return _concat_stats([v["mean"] for v in layers], [v["var"] for v in layers], "biased")
+
+    return _jax_runner(wl, x, y, params, apply, state=state, stats=stats)
 
 
 def build_flax_nnx(wl, x, y):
@@ -403,49 +637,67 @@ def build_flax_nnx(wl, x, y):
 
     class Net(nnx.Module):
         def __init__(self, rngs):
-            layers = []
-            for op, p in zip([o for o in ops if o[0] in ("dense", "conv")], wl.params):
+            layers, state = [], iter(wl.state)
+            for op, p in zip(_param_ops(ops), wl.params):
                 if op[0] == "dense":
                     m = nnx.Linear(p["w"].shape[0], op[1], rngs=rngs)
-                else:
+                elif op[0] == "conv":
                     m = nnx.Conv(
                         p["w"].shape[2],
                         op[1],
                         (op[2], op[2]),
                         strides=op[3],
                         padding=op[4],
+                        use_bias=_bias(op),
                         rngs=rngs,
                     )
-                m.kernel.value = jnp.asarray(p["w"])
-                m.bias.value = jnp.asarray(p["b"])
+                else:  # BatchNorm, training mode; Flax's momentum is the old statistics' weight
+                    m = nnx.BatchNorm(
+                        len(p["scale"]), momentum=1 - BN_MOMENTUM, epsilon=BN_EPSILON, rngs=rngs
+                    )
+                    m.scale.value, m.bias.value = jnp.asarray(p["scale"]), jnp.asarray(p["offset"])
+                    s = next(state)
+                    m.mean.value, m.var.value = jnp.asarray(s["mean"]), jnp.asarray(s["var"])
+                if op[0] != "bn":
+                    m.kernel.value = jnp.asarray(p["w"])
+                if "b" in p:
+                    m.bias.value = jnp.asarray(p["b"])
                 layers.append(m)
             self.layers = nnx.List(layers) if hasattr(nnx, "List") else layers
 
         def __call__(self, x):
-            i = 0
-            for op in ops:
-                kind = op[0]
-                if kind in ("dense", "conv"):
-                    x = self.layers[i](x)
-                    i += 1
-                elif kind == "relu":
-                    x = nnx.relu(x)
-                elif kind == "tanh":
-                    x = jnp.tanh(x)
-                elif kind == "maxpool":
-                    x = jax.lax.reduce_window(
-                        x,
-                        -jnp.inf,
-                        jax.lax.max,
-                        (1, op[1], op[1], 1),
-                        (1, op[2], op[2], 1),
-                        "VALID",
-                    )
-                elif kind == "lrn":
-                    x = _jax_lrn(x)
-                elif kind == "flatten":
-                    x = x.reshape(x.shape[0], -1)
-            return x
+            layers = iter(self.layers)
+
+            def run(ops, x):
+                for op in ops:
+                    kind = op[0]
+                    if kind in ("dense", "conv", "bn"):
+                        x = next(layers)(x)
+                    elif kind == "block":
+                        fx = run(op[1], x)
+                        x = nnx.relu(fx + run(op[2], x))
+                    elif kind == "relu":
+                        x = nnx.relu(x)
+                    elif kind == "tanh":
+                        x = jnp.tanh(x)
+                    elif kind == "maxpool":
+                        x = jax.lax.reduce_window(
+                            x,
+                            -jnp.inf,
+                            jax.lax.max,
+                            (1, op[1], op[1], 1),
+                            (1, op[2], op[2], 1),
+                            "VALID",
+                        )
+                    elif kind == "gap":
+                        x = jnp.mean(x, axis=(1, 2))
+                    elif kind == "lrn":
+                        x = _jax_lrn(x)
+                    elif kind == "flatten":
+                        x = x.reshape(x.shape[0], -1)
+                return x
+
+            return run(ops, x)
 
     def make():
         model = Net(nnx.Rngs(0))
@@ -470,12 +722,19 @@ def build_flax_nnx(wl, x, y):
             v = step(model, optimizer, xb, yb)
         jax.block_until_ready(v)
 
-    def check():
+    @functools.cache
+    def one_step():
         m, o = make()
         step(m, o, xs[0], ys[0])
-        return float(loss_fn(m, xs[0], ys[0]))
+        bns = [layer for layer in m.layers if isinstance(layer, nnx.BatchNorm)]
+        stats = _concat_stats([b.mean.value for b in bns], [b.var.value for b in bns], "biased")
+        return float(loss_fn(m, xs[0], ys[0])), stats  # (this call moves the statistics again)
 
-    return Runner(unit, check)
+    return Runner(
+        unit,
+        lambda: one_step()[0],
+        stats_after_one_step=(lambda: one_step()[1]) if wl.stateful else None,
+    )
 
 
 # ----------------------------------------------------------------------------- Equinox
@@ -518,19 +777,29 @@ def _conv_shapes(wl):
     return result
 
 
+def _torch_style_padding(pads):
+    """A conv's padding as PyTorch and Equinox take it: one int per axis when both sides are
+    equal, else the ``((before, after), ...)`` pairs (XLA's "SAME" at stride 2 pads after)."""
+    if all(lo == hi for lo, hi in pads):
+        return tuple(lo for lo, _ in pads)
+    return pads
+
+
 def build_equinox(wl, x, y):
+    """Equinox, ``eqx.filter_jit``; BatchNorm with ``mode="batch"`` (PyTorch's training-mode
+    statistics) under ``jax.vmap(..., axis_name="batch")``, its state an ``eqx.nn.State``."""
     import equinox as eqx
     import jax
     import jax.numpy as jnp
     import optax
 
     ops = wl.ops
-    flat_shapes = iter(_conv_shapes(wl))
 
-    def make():
+    def build():
         key = jax.random.key(0)
+        flat_shapes = iter(_conv_shapes(wl))
         mods = []
-        for op, p in zip([o for o in ops if o[0] in ("dense", "conv")], wl.params):
+        for i, (op, p) in enumerate(zip(_param_ops(ops), wl.params)):
             if op[0] == "dense":
                 w = p["w"]
                 fs = next(flat_shapes, None)
@@ -540,70 +809,117 @@ def build_equinox(wl, x, y):
                 m = eqx.tree_at(
                     lambda m: (m.weight, m.bias), m, (jnp.asarray(w.T), jnp.asarray(p["b"]))
                 )
-            else:
+            elif op[0] == "conv":
                 c = p["w"].shape[2]
-                pad = op[2] // 2 if op[4] == "SAME" else 0
-                m = eqx.nn.Conv2d(c, op[1], op[2], stride=op[3], padding=pad, key=key)
+                pad = _torch_style_padding(wl.pads[i])
+                m = eqx.nn.Conv2d(
+                    c, op[1], op[2], stride=op[3], padding=pad, use_bias=_bias(op), key=key
+                )
+                w = jnp.asarray(p["w"].transpose(3, 2, 0, 1))
+                if _bias(op):
+                    m = eqx.tree_at(
+                        lambda m: (m.weight, m.bias), m, (w, jnp.asarray(p["b"])[:, None, None])
+                    )
+                else:
+                    m = eqx.tree_at(lambda m: m.weight, m, w)
+            else:  # Equinox's momentum is the old statistics' weight
+                m = eqx.nn.BatchNorm(
+                    len(p["scale"]), "batch", eps=BN_EPSILON, momentum=1 - BN_MOMENTUM,
+                    mode="batch",
+                )  # fmt: skip
                 m = eqx.tree_at(
                     lambda m: (m.weight, m.bias),
                     m,
-                    (jnp.asarray(p["w"].transpose(3, 2, 0, 1)), jnp.asarray(p["b"])[:, None, None]),
+                    (jnp.asarray(p["scale"]), jnp.asarray(p["offset"])),
                 )
             mods.append(m)
         return mods
 
-    def forward(mods, x1):  # one example, CHW
-        i = 0
-        for op in ops:
-            kind = op[0]
-            if kind in ("dense", "conv"):
-                x1 = mods[i](x1)
-                i += 1
-            elif kind == "relu":
-                x1 = jax.nn.relu(x1)
-            elif kind == "tanh":
-                x1 = jnp.tanh(x1)
-            elif kind == "maxpool":
-                x1 = eqx.nn.MaxPool2d(op[1], op[2])(x1)
-            elif kind == "lrn":
-                x1 = _jax_lrn(x1.transpose(1, 2, 0)[None])[0].transpose(2, 0, 1)
-            elif kind == "flatten":
-                x1 = x1.reshape(-1)
-        return x1
+    def make():
+        if not wl.stateful:
+            return build(), None
+        mods, state = eqx.nn.make_with_state(build)()
+        bns = [m for m in mods if isinstance(m, eqx.nn.BatchNorm)]
+        for bn, s in zip(bns, wl.state, strict=True):
+            state = state.set(bn.batch_state_index, (jnp.asarray(s["mean"]), jnp.asarray(s["var"])))
+        return mods, state
+
+    def forward(mods, state, x1):  # one example, CHW
+        mods = iter(mods)
+
+        def run(ops, x1, state):
+            for op in ops:
+                kind = op[0]
+                if kind in ("dense", "conv"):
+                    x1 = next(mods)(x1)
+                elif kind == "bn":
+                    x1, state = next(mods)(x1, state)
+                elif kind == "block":
+                    fx, state = run(op[1], x1, state)
+                    sx, state = run(op[2], x1, state)
+                    x1 = jax.nn.relu(fx + sx)
+                elif kind == "relu":
+                    x1 = jax.nn.relu(x1)
+                elif kind == "tanh":
+                    x1 = jnp.tanh(x1)
+                elif kind == "maxpool":
+                    x1 = eqx.nn.MaxPool2d(op[1], op[2])(x1)
+                elif kind == "gap":
+                    x1 = jnp.mean(x1, axis=(1, 2))
+                elif kind == "lrn":
+                    x1 = _jax_lrn(x1.transpose(1, 2, 0)[None])[0].transpose(2, 0, 1)
+                elif kind == "flatten":
+                    x1 = x1.reshape(-1)
+            return x1, state
+
+        return run(ops, x1, state)
 
     opt = optax.sgd(LR, momentum=MOMENTUM)
 
-    def loss_fn(mods, xb, yb):
-        logits = jax.vmap(lambda e: forward(mods, e))(xb)
-        return optax.losses.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
+    def loss_fn(mods, state, xb, yb):
+        batched = jax.vmap(
+            lambda e, s: forward(mods, s, e),
+            axis_name="batch",
+            in_axes=(0, None),
+            out_axes=(0, None),
+        )
+        logits, state = batched(xb, state)
+        return optax.losses.softmax_cross_entropy_with_integer_labels(logits, yb).mean(), state
 
     @eqx.filter_jit
-    def step(mods, o, xb, yb):
-        value, g = eqx.filter_value_and_grad(loss_fn)(mods, xb, yb)
+    def step(mods, state, o, xb, yb):
+        (value, state), g = eqx.filter_value_and_grad(loss_fn, has_aux=True)(mods, state, xb, yb)
         updates, o = opt.update(g, o, eqx.filter(mods, eqx.is_array))
-        return eqx.apply_updates(mods, updates), o, value
+        return eqx.apply_updates(mods, updates), state, o, value
 
     xs, ys = _jax_batches(wl, x, y)
     if xs.ndim == 5:  # images: NHWC -> NCHW
         xs = xs.transpose(0, 1, 4, 2, 3)
-    mods = make()
-    state = {"m": mods, "o": opt.init(eqx.filter(mods, eqx.is_array))}
+    mods, state = make()
+    carry = {"m": mods, "s": state, "o": opt.init(eqx.filter(mods, eqx.is_array))}
 
     xl, yl = list(xs), list(ys)
 
     def unit():
         for xb, yb in zip(xl, yl):
-            state["m"], state["o"], v = step(state["m"], state["o"], xb, yb)
+            carry["m"], carry["s"], carry["o"], v = step(carry["m"], carry["s"], carry["o"], xb, yb)
         jax.block_until_ready(v)
 
-    def check():
-        nonlocal flat_shapes
-        flat_shapes = iter(_conv_shapes(wl))
-        m = make()
-        m, _, _ = step(m, opt.init(eqx.filter(m, eqx.is_array)), xs[0], ys[0])
-        return float(loss_fn(m, xs[0], ys[0]))
+    @functools.cache
+    def one_step():
+        m, s = make()
+        m, s, _, _ = step(m, s, opt.init(eqx.filter(m, eqx.is_array)), xs[0], ys[0])
+        value = float(loss_fn(m, s, xs[0], ys[0])[0])
+        if not wl.stateful:
+            return value, None
+        stats = [s.get(b.batch_state_index) for b in m if isinstance(b, eqx.nn.BatchNorm)]
+        return value, _concat_stats([v[0] for v in stats], [v[1] for v in stats], "biased")
 
-    return Runner(unit, check)
+    return Runner(
+        unit,
+        lambda: one_step()[0],
+        stats_after_one_step=(lambda: one_step()[1]) if wl.stateful else None,
+    )
 
 
 # ----------------------------------------------------------------------------- PyTorch
@@ -613,41 +929,80 @@ def _torch_model(wl):
     import torch
     from torch import nn
 
-    mods, params, flat_shapes = [], iter(wl.params), iter(_conv_shapes(wl))
-    for op in wl.ops:
-        kind = op[0]
-        if kind == "dense":
-            p = next(params)
-            w = p["w"]
-            fs = next(flat_shapes, None)
-            if fs is not None:
-                w = _chw_dense_weight(w, fs)
-            m = nn.Linear(w.shape[0], op[1])
-            with torch.no_grad():
-                m.weight.copy_(torch.from_numpy(np.ascontiguousarray(w.T)))
-                m.bias.copy_(torch.from_numpy(p["b"]))
-            mods.append(m)
-        elif kind == "conv":
-            p = next(params)
-            pad = op[2] // 2 if op[4] == "SAME" else 0
-            m = nn.Conv2d(p["w"].shape[2], op[1], op[2], stride=op[3], padding=pad)
-            with torch.no_grad():
-                m.weight.copy_(torch.from_numpy(np.ascontiguousarray(p["w"].transpose(3, 2, 0, 1))))
-                m.bias.copy_(torch.from_numpy(p["b"]))
-            mods.append(m)
-        elif kind == "relu":
-            mods.append(nn.ReLU())
-        elif kind == "tanh":
-            mods.append(nn.Tanh())
-        elif kind == "maxpool":
-            mods.append(nn.MaxPool2d(op[1], op[2]))
-        elif kind == "lrn":  # torch divides alpha by n: pass α·n for the paper's formula
-            mods.append(
-                nn.LocalResponseNorm(LRN["n"], LRN["alpha"] * LRN["n"], LRN["beta"], LRN["k"])
-            )
-        elif kind == "flatten":
-            mods.append(nn.Flatten())
-    return nn.Sequential(*mods)
+    class Block(nn.Module):  # relu(body(x) + shortcut(x)), the shortcut the identity if None
+        def __init__(self, body, shortcut):
+            super().__init__()
+            self.body, self.shortcut = body, shortcut
+
+        def forward(self, x):
+            return torch.relu(self.body(x) + (x if self.shortcut is None else self.shortcut(x)))
+
+    class GlobalAvgPool(nn.Module):
+        def forward(self, x):
+            return x.mean((2, 3))
+
+    index, state, flat_shapes = iter(range(len(wl.params))), iter(wl.state), iter(_conv_shapes(wl))
+
+    def build(ops):
+        mods = []
+        for op in ops:
+            kind = op[0]
+            if kind == "dense":
+                p = wl.params[next(index)]
+                w = p["w"]
+                fs = next(flat_shapes, None)
+                if fs is not None:
+                    w = _chw_dense_weight(w, fs)
+                m = nn.Linear(w.shape[0], op[1])
+                with torch.no_grad():
+                    m.weight.copy_(torch.from_numpy(np.ascontiguousarray(w.T)))
+                    m.bias.copy_(torch.from_numpy(p["b"]))
+                mods.append(m)
+            elif kind == "conv":
+                i = next(index)
+                p, pad = wl.params[i], _torch_style_padding(wl.pads[i])
+                asymmetric = isinstance(pad[0], tuple)
+                m = nn.Conv2d(
+                    p["w"].shape[2], op[1], op[2], stride=op[3], padding=0 if asymmetric else pad,
+                    bias=_bias(op),
+                )  # fmt: skip
+                with torch.no_grad():
+                    w = np.ascontiguousarray(p["w"].transpose(3, 2, 0, 1))
+                    m.weight.copy_(torch.from_numpy(w))
+                    if _bias(op):
+                        m.bias.copy_(torch.from_numpy(p["b"]))
+                if asymmetric:  # ZeroPad2d takes (left, right, top, bottom)
+                    mods.append(nn.ZeroPad2d((*pad[1], *pad[0])))
+                mods.append(m)
+            elif kind == "bn":
+                p, s = wl.params[next(index)], next(state)
+                m = nn.BatchNorm2d(len(p["scale"]), eps=BN_EPSILON, momentum=BN_MOMENTUM)
+                with torch.no_grad():
+                    m.weight.copy_(torch.from_numpy(p["scale"]))
+                    m.bias.copy_(torch.from_numpy(p["offset"]))
+                    m.running_mean.copy_(torch.from_numpy(s["mean"]))
+                    m.running_var.copy_(torch.from_numpy(s["var"]))
+                mods.append(m)
+            elif kind == "block":
+                body = build(op[1])
+                mods.append(Block(body, build(op[2]) if op[2] else None))
+            elif kind == "relu":
+                mods.append(nn.ReLU())
+            elif kind == "tanh":
+                mods.append(nn.Tanh())
+            elif kind == "maxpool":
+                mods.append(nn.MaxPool2d(op[1], op[2]))
+            elif kind == "gap":
+                mods.append(GlobalAvgPool())
+            elif kind == "lrn":  # torch divides alpha by n: pass α·n for the paper's formula
+                mods.append(
+                    nn.LocalResponseNorm(LRN["n"], LRN["alpha"] * LRN["n"], LRN["beta"], LRN["k"])
+                )
+            elif kind == "flatten":
+                mods.append(nn.Flatten())
+        return nn.Sequential(*mods)
+
+    return build(wl.ops)
 
 
 def _build_torch(wl, x, y, compile_: bool):
@@ -684,13 +1039,24 @@ def _build_torch(wl, x, y, compile_: bool):
         if wl.device != "cpu":
             torch.cuda.synchronize()
 
-    def check():
-        _, f, o = make()
+    @functools.cache
+    def one_step():
+        m, f, o = make()
         step(f, o, xs[0], ys[0])
-        with torch.no_grad():
-            return float(loss_fn(f(xs[0]).float(), ys[0]))
+        bns = [b for b in m.modules() if isinstance(b, torch.nn.BatchNorm2d)]
+        stats = _concat_stats(
+            [b.running_mean.float().cpu().numpy() for b in bns],
+            [b.running_var.float().cpu().numpy() for b in bns],
+            "unbiased",
+        )
+        with torch.no_grad():  # in training mode, as the others: batch statistics
+            return float(loss_fn(f(xs[0]).float(), ys[0])), stats
 
-    return Runner(unit, check)
+    return Runner(
+        unit,
+        lambda: one_step()[0],
+        stats_after_one_step=(lambda: one_step()[1]) if wl.stateful else None,
+    )
 
 
 def build_torch(wl, x, y):

@@ -30,10 +30,10 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]  # the workloads, and this checkout's funcnn
 
 import numpy as np  # noqa: E402
-from contenders import BUILDERS, FLOAT32_ONLY, available  # noqa: E402
+from contenders import BUILDERS, FLOAT32_ONLY, STATELESS_ONLY, available  # noqa: E402
 from workloads import DTYPES, batch, make  # noqa: E402
 
-ALL_WORKLOADS = ["mlp", "lenet", "epoch", "alexnet"]
+ALL_WORKLOADS = ["mlp", "lenet", "epoch", "alexnet", "resnet"]
 
 
 # loss after one step, relative: TF32 rounds operands to 10 mantissa bits, bfloat16 to 7
@@ -74,6 +74,9 @@ def build_all(wl, names):
         if wl.dtype == "bfloat16" and name in FLOAT32_ONLY:
             notes[name] = "float32 only in this harness"
             continue
+        if wl.stateful and name in STATELESS_ONLY:
+            notes[name] = "no BatchNorm with running statistics"
+            continue
         try:
             runners[name] = BUILDERS[name](wl, x, y)
         except Exception as err:  # a contender that cannot run is reported, not fatal
@@ -81,11 +84,26 @@ def build_all(wl, names):
     return runners, notes
 
 
+def stats_mismatch(stats: dict, ref: dict) -> tuple[float, list[str]]:
+    """The largest ``|s − r| / max(1, |r|)`` over the running statistics both report (the
+    mean, and the variance under the contender's convention), and their names."""
+    keys = [k for k in stats if k in ref]
+    if "mean" not in keys or len(keys) < 2:  # none reported, or a variance of no known convention
+        return float("inf"), keys
+    worst = max(
+        float(np.max(np.abs(stats[k] - ref[k]) / np.maximum(1.0, np.abs(ref[k])))) for k in keys
+    )
+    return worst, keys
+
+
 def check(workloads, names, dtype: str = "float32", device: str = "cpu") -> int:
-    """Every contender's loss after one step equals raw JAX's (1e-4 relative; bf16: 2e-2).
+    """Every contender's loss after one step equals raw JAX's (1e-4 relative; bf16: 2e-2),
+    and with BatchNorm so do its running statistics after that step (mean, and the variance
+    under the library's convention: PyTorch's unbiased or Flax's and Equinox's biased one).
 
     Returns the number of contenders that disagree, or that could not be built or run:
-    only those not installed, or float32-only in bfloat16, are left out without failing.
+    only those not installed, float32-only in bfloat16, or without a stateful BatchNorm on
+    a workload that has one, are left out without failing.
     """
     bad = 0
     names = ["raw_jax"] + [c for c in names if c != "raw_jax"]  # the reference, always
@@ -109,6 +127,15 @@ def check(workloads, names, dtype: str = "float32", device: str = "cpu") -> int:
                 f"{w:8s} {name:14s} loss after one step {value:.6f} "
                 f"(raw JAX {ref:.6f}) {'ok' if ok else 'MISMATCH'}"
             )
+            if wl.stateful:
+                stats = r.stats_after_one_step() if r.stats_after_one_step else {}
+                worst, keys = stats_mismatch(stats, runners["raw_jax"].stats_after_one_step())
+                ok = worst <= TOLERANCE[dtype]
+                bad += not ok
+                print(
+                    f"{w:8s} {name:14s} running statistics after one step ({', '.join(keys)}): "
+                    f"largest relative difference {worst:.1e} {'ok' if ok else 'MISMATCH'}"
+                )
         for name, note in notes.items():
             failed = note.startswith("failed")
             bad += failed

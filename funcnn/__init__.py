@@ -15,9 +15,11 @@ from . import (
     graph,
     initializers,
     inspect,
+    interop,
     layers,
     losses,
     models,
+    ops,
     reference,
     train,
 )
@@ -26,12 +28,20 @@ from .core import Layer, Model, fanin_concat, fanin_sum, fanout, named, parallel
 from .functional import conv_output_size
 from .inspect import param_count, summary
 from .layers import (
+    GRU,
     LRN,
+    LSTM,
     AvgPool,
     BatchNorm,
     Conv,
+    Conv1D,
+    Conv3D,
+    ConvTranspose,
     Dense,
     Dropout,
+    Elu,
+    Embedding,
+    Exp,
     Flatten,
     Gelu,
     GlobalAvgPool,
@@ -41,14 +51,20 @@ from .layers import (
     LeakyRelu,
     LogSoftmax,
     MaxPool,
+    MultiHeadAttention,
     Relu,
+    Selu,
     Sigmoid,
+    SimpleRNN,
     Softmax,
+    Softplus,
+    SumPool,
     Tanh,
 )
+from .ops import conv_transpose_output_size
 from .train import FitResult, NonFiniteError, evaluate, fit, train_step, train_step_with_state
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the package's version: pyproject.toml reads it from here
 
 __all__ = [
     "core",
@@ -64,6 +80,7 @@ __all__ = [
     "gradients",
     "graph",
     "inspect",
+    "interop",
     "reference",
     "Layer",
     "Model",
@@ -102,6 +119,21 @@ __all__ = [
     "GroupNorm",
     "GlobalAvgPool",
     "conv_output_size",
+    "conv_transpose_output_size",
+    "ops",
+    "Conv1D",
+    "Conv3D",
+    "ConvTranspose",
+    "SumPool",
+    "Elu",
+    "Selu",
+    "Softplus",
+    "Exp",
+    "Embedding",
+    "SimpleRNN",
+    "LSTM",
+    "GRU",
+    "MultiHeadAttention",
     "summary",
     "param_count",
 ]

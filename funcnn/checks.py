@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +37,13 @@ __all__ = [
     "one_of",
     "boolean",
     "function",
+    "named_functions",
     "path",
+    "port",
     "prng_key",
     "input_shape",
     "shapes_match",
+    "real_dtype",
 ]
 
 
@@ -177,6 +180,25 @@ def function(value: Any, argument: str, *, allow_none: bool = False) -> Callable
     return value
 
 
+def named_functions(value: Any, argument: str) -> dict[str, Callable]:
+    """A mapping of names (``str``) to callables, as a ``dict``: metrics by name.
+
+    >>> named_functions({"accuracy": len}, "fit: metrics")
+    {'accuracy': <built-in function len>}
+    >>> named_functions([len], "fit: metrics")
+    Traceback (most recent call last):
+    ...
+    TypeError: fit: metrics must be a dict of name -> fn(outputs, targets), ...; got a list
+    """
+    what = "a dict of name -> fn(outputs, targets), such as {'accuracy': losses.accuracy}"
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{argument} must be {what}; got a {type(value).__name__}")
+    for name, fn in value.items():
+        if not isinstance(name, str) or not callable(fn):
+            raise TypeError(f"{argument} must be {what}; got the entry {name!r}: {fn!r}")
+    return dict(value)
+
+
 def path(value: Any, argument: str) -> Path:
     """A ``str`` or ``os.PathLike`` as a :class:`pathlib.Path` (``bytes`` are refused).
 
@@ -186,6 +208,23 @@ def path(value: Any, argument: str) -> Path:
     if isinstance(value, bytes) or not isinstance(value, (str, os.PathLike)):
         raise TypeError(f"{argument}: path must be a str or os.PathLike, got {value!r}")
     return Path(value)
+
+
+def port(value: Any, argument: str = "port") -> int:
+    """A TCP port: an int in ``[0, 65535]``, ``0`` asking for a free one.
+
+    >>> port(8000)
+    8000
+    >>> port(99999)
+    Traceback (most recent call last):
+    ...
+    ValueError: port: expected an int in [0, 65535] (0: a free port), got 99999
+    """
+    if not is_int(value) or not 0 <= value <= 65535:
+        raise ValueError(
+            f"{argument}: expected an int in [0, 65535] (0: a free port), got {value!r}"
+        )
+    return int(value)
 
 
 def prng_key(key: Any, argument: str = "key") -> jax.Array:
@@ -247,3 +286,28 @@ def shapes_match(a: Sequence[int], b: Sequence[int]) -> bool:
     (True, False, False)
     """
     return len(a) == len(b) and all(x == y or x == -1 or y == -1 for x, y in zip(a, b))
+
+
+def real_dtype(*arrays: Any, argument: str) -> np.dtype:
+    """The dtype ``arrays`` promote to (``jnp.result_type``, as ``jnp.matmul`` promotes its
+    operands), which must be real: bool, integer or floating point. Complex is refused.
+
+    Integers promote to the floating dtype beside them; float16 or bfloat16 beside float32
+    give float32.
+
+    >>> x, w = jnp.ones((2, 3), jnp.int32), jnp.ones((3, 4), jnp.float32)
+    >>> real_dtype(x, w, argument="conv2d"), real_dtype(x.astype(jnp.bfloat16), w, argument="d")
+    (dtype('float32'), dtype('float32'))
+    >>> real_dtype(x.astype(jnp.complex64), w, argument="Dense(4): inputs")
+    Traceback (most recent call last):
+    ...
+    TypeError: Dense(4): inputs: expected real arrays (...), got dtypes complex64 and float32; ...
+    """
+    dtypes = [jnp.result_type(a) for a in arrays]
+    if any(jnp.issubdtype(d, jnp.complexfloating) for d in dtypes):
+        shown = " and ".join(str(np.dtype(d)) for d in dtypes)
+        raise TypeError(
+            f"{argument}: expected real arrays (bool, integer or floating point), got dtypes "
+            f"{shown}; complex numbers are not supported"
+        )
+    return np.dtype(jnp.result_type(*arrays))

@@ -33,6 +33,7 @@ __all__ = [
     "xor",
     "blobs",
     "TOY_SETS",
+    "delayed_recall",
     "digits",
     "load_idx",
     "IDX_TYPES",
@@ -387,6 +388,24 @@ def blobs(n: int = 400, *, key: jax.Array | int = 0, std: float = 0.3, distance:
 
 
 TOY_SETS = {"spirals": spirals, "circles": circles, "moons": moons, "xor": xor, "blobs": blobs}
+
+
+def delayed_recall(n: int = 1000, length: int = 50, *, symbols: int = 4, key: jax.Array | int = 0):
+    """A long-range task: ``length`` random symbols, the first marked; the label ``y = s_0``
+    is asked after the last step. ``x[i, t] = [onehot(s_it), 𝟙(t = 0)]``: float32
+    ``(n, length, symbols + 1)``; ``y``: int32 ``(n,)``, balanced.
+
+    >>> x, y = delayed_recall(8, 5)
+    >>> x.shape, bool((x[:, 0, :4].argmax(1) == y).all()), x[:, :, 4].sum(0).tolist()
+    ((8, 5, 5), True, [8.0, 0.0, 0.0, 0.0, 0.0])
+    """
+    n, length = _check_n(n, "delayed_recall"), checks.positive_int(length, "delayed_recall: length")
+    classes = checks.positive_int(symbols, "delayed_recall: symbols", minimum=2)
+    k1, k2 = jax.random.split(as_key(key))
+    s = np.array(jax.random.randint(k1, (n, length), 0, classes))
+    s[:, 0] = np.arange(n) % classes  # balanced; _finish shuffles
+    marker = np.broadcast_to(np.arange(length) == 0, (n, length))[..., None]
+    return _finish(np.concatenate([np.eye(classes)[s], marker], -1), s[:, 0], k2)
 
 
 # ------------------------------------------------------------------------------ images

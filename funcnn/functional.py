@@ -8,6 +8,7 @@ hand their work inside :func:`funcnn.jit` on a CPU.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -37,7 +38,9 @@ __all__ = [
 def dense(x: Array, w: Array, b: Array | None = None) -> Array:
     """Affine map of the last axis: ``y = x W + b``.
 
-    This is the lecture's ``h = W x + b`` written for a batch of row vectors.
+    This is the lecture's ``h = W x + b`` written for a batch of row vectors. ``x`` and ``w``
+    promote as in ``jnp.matmul`` (integers to the floating dtype beside them, float16 or
+    bfloat16 beside float32 to float32); complex arrays raise a ``TypeError``.
 
     Args:
       x: inputs, shape ``(..., n_in)``.
@@ -51,6 +54,7 @@ def dense(x: Array, w: Array, b: Array | None = None) -> Array:
     >>> dense(jnp.ones((2, 3)), jnp.ones((3, 4)), jnp.zeros(4)).shape
     (2, 4)
     """
+    checks.real_dtype(x, w, argument="dense")  # complex refused; ints promote as in matmul
     y = jnp.matmul(x, w)
     return y if b is None else y + b
 
@@ -195,7 +199,9 @@ def conv2d(
 
     This is ``lax.conv_general_dilated`` with dimension numbers ``("NHWC", "HWIO", "NHWC")``
     and ``feature_group_count=groups``. Inside :func:`funcnn.jit` on a CPU, the work may go
-    to equivalent, faster kernels (see ``funcnn/_cpu``).
+    to equivalent, faster kernels (see ``funcnn/_cpu``). ``x`` and ``w`` first promote to one
+    dtype as :func:`dense`'s matmul does (integers to the floating dtype beside them, float16
+    or bfloat16 beside float32 to float32); complex arrays raise a ``TypeError``.
 
     Args:
       x: images, NHWC ``(n, H, W, C)``.
@@ -231,6 +237,8 @@ def conv2d(
             feature_group_count=groups,
         )
 
+    dtype = checks.real_dtype(x, w, argument="conv2d")  # promoted as dense's matmul promotes
+    x, w = jnp.asarray(x, dtype), jnp.asarray(w, dtype)
     y = _cpu.conv2d(conv, x, w, stride, pad, dilation, groups)  # conv(x, w) or its CPU twin
     return y if b is None else y + b
 
@@ -349,6 +357,8 @@ def moments(x: Array, axis: int = -1) -> tuple[Array, Array]:
 
     ``μ_c = (1/m) Σ x_c``, ``σ²_c = (1/m) Σ (x_c − μ_c)²`` over the ``m`` values of feature
     ``c`` (the batch, and every spatial position of images); computed in float32 or wider.
+    The variance's derivative is ``dσ² = (2/m) Σ (x − μ) dx``: the term of ``dμ`` drops out,
+    since ``Σ (x − μ) = 0``, and is not computed.
 
     Args:
       x: activations, e.g. NHWC ``(n, H, W, C)`` or ``(n, d)``.
@@ -364,9 +374,22 @@ def moments(x: Array, axis: int = -1) -> tuple[Array, Array]:
     axis = axis % jnp.ndim(x)
     axes = tuple(i for i in range(jnp.ndim(x)) if i != axis)
     xf = jnp.asarray(x).astype(jnp.promote_types(jnp.result_type(x), jnp.float32))
-    mean = jnp.mean(xf, axes)
-    var = jnp.mean(jnp.square(xf - jnp.expand_dims(mean, axes)), axes)  # two passes: exact
-    return mean, var
+    return jnp.mean(xf, axes), _variance(xf, axes)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _variance(x: Array, axes: tuple[int, ...]) -> Array:
+    """``σ² = (1/m) Σ (x − μ)²`` over ``axes``, in two passes (exact where ``E[x²] − μ²``
+    cancels)."""
+    return jnp.mean(jnp.square(x - jnp.mean(x, axes, keepdims=True)), axes)
+
+
+@_variance.defjvp
+def _variance_jvp(axes, primals, tangents):
+    """``dσ² = (2/m) Σ (x − μ) dx``; differentiable again, so Hessians stay exact."""
+    (x,), (dx,) = primals, tangents
+    centred = x - jnp.mean(x, axes, keepdims=True)
+    return jnp.mean(jnp.square(centred), axes), 2 * jnp.mean(centred * dx, axes)
 
 
 def batch_norm(

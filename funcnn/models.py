@@ -18,9 +18,10 @@ import dataclasses
 from collections.abc import Sequence
 
 import jax
+import jax.numpy as jnp
 
 from . import checks, losses
-from .core import Layer, Model, named, residual, serial
+from .core import Layer, Model, layer_scope, named, residual, serial
 from .layers import (
     LRN,
     AvgPool,
@@ -105,8 +106,13 @@ def logistic_regression(d: int | None = None) -> Model:
     ``L = −(1/n) Σ [ỹ log y + (1 − ỹ) log(1 − y)]``. The decision boundary is ``y = 0.5``,
     i.e. ``wᵀx + b = 0``. Params: ``{"w": (d, 1), "b": (1,)}``.
 
+    ``init`` takes a PRNG key or an int seed; ``apply`` refuses params that are not exactly
+    these (a missing bias, a bias of another shape, an integer leaf), naming the model:
+    ``logistic_regression(2): Dense(1): params['b'] must have shape (1,), got shape (2,)``.
+
     Args:
-      d: the input width; if given, it is checked against the input shape at ``init``.
+      d: the input width; if given, it is checked against the input shape at ``init`` and
+        against the inputs at ``apply``.
 
     >>> import jax, jax.numpy as jnp
     >>> model = logistic_regression(2)
@@ -117,19 +123,24 @@ def logistic_regression(d: int | None = None) -> Model:
     0.5
     """
     d = checks.positive_int(d, "logistic_regression: d", allow_none=True)
-    dense = Dense(1)
+    who, dense = f"logistic_regression({d})", Dense(1)
+
+    def check_width(shape: tuple) -> None:
+        if d is not None and tuple(shape)[-1:] not in ((d,), (-1,)):
+            raise ValueError(f"{who}: expected inputs of width {d}, got shape {tuple(shape)}")
 
     def init(key, input_shape):
-        if d is not None and tuple(input_shape)[-1:] != (d,):
-            raise ValueError(
-                f"logistic_regression({d}): expected inputs of width {d}, got shape "
-                f"{tuple(input_shape)}"
-            )
-        return dense.init(key, input_shape)
+        shape = checks.input_shape(input_shape, who)
+        check_width(shape)  # an unknown width (-1) is refused by Dense
+        with layer_scope(who):
+            return dense.init(key, shape)
 
-    net = Layer(
-        init, dense.apply, kind="logistic_regression", description=f"logistic_regression({d})"
-    )
+    def apply(params, x, *, key=None, train=False):
+        check_width(jnp.shape(x))
+        with layer_scope(who):
+            return dense.apply(params, x)
+
+    net = Layer(init, apply, kind="logistic_regression", description=who)
     return with_head(net, "sigmoid")
 
 

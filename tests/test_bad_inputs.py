@@ -34,6 +34,18 @@ def _without(tree, name):
     return {k: v for k, v in tree.items() if k != name}
 
 
+def _with_leaf(tree, path, value):
+    """A copy of the params ``tree`` with the leaf at ``path`` (keys) replaced."""
+    if len(path) == 1:
+        return {**tree, path[0]: value}
+    return {**tree, path[0]: _with_leaf(tree[path[0]], path[1:], value)}
+
+
+LOGREG = models.logistic_regression()
+LOGREG_PARAMS = LOGREG.init(KEY, (-1, 2))[1]
+NAN_PARAMS = _with_leaf(PARAMS, ("output", "b"), jnp.full(2, jnp.nan))
+
+
 # (id, call, expected error, a pattern of the message naming the argument)
 CASES = [
     # core
@@ -112,7 +124,61 @@ CASES = [
         "dense_params_missing_w",
         lambda: layers.Dense(3).apply({"b": jnp.ones(3)}, jnp.ones((4, 2))),
         ValueError,
-        r"Dense\(3\): params must be a dict with 'w'",
+        r"Dense\(3\): params must hold \['w', 'b'\].*missing 'w'",
+    ),
+    (
+        "dense_bias_would_broadcast",
+        lambda: layers.Dense(3).apply(_with_leaf(DENSE_PARAMS, ("b",), jnp.ones(1)), X),
+        ValueError,
+        r"Dense\(3\): params\['b'\] must have shape \(3,\), got shape \(1,\)",
+    ),
+    (
+        "dense_bias_missing",
+        lambda: layers.Dense(3).apply(_without(DENSE_PARAMS, "b"), X),
+        ValueError,
+        r"Dense\(3\): params must hold \['w', 'b'\].*missing 'b'",
+    ),
+    (
+        "dense_bias_unexpected",
+        lambda: layers.Dense(3, use_bias=False).apply(DENSE_PARAMS, X),
+        ValueError,
+        r"Dense\(3\): params must hold \['w'\].*unexpected 'b'",
+    ),
+    (
+        "dense_params_integer",
+        lambda: layers.Dense(3).apply(_with_leaf(DENSE_PARAMS, ("w",), jnp.ones((2, 3), int)), X),
+        TypeError,
+        r"Dense\(3\): params\['w'\] must be a floating-point array",
+    ),
+    (
+        "dense_input_complex",
+        lambda: layers.Dense(3).apply(DENSE_PARAMS, X.astype(np.complex64)),
+        TypeError,
+        r"Dense\(3\): inputs: expected real arrays",
+    ),
+    (
+        "dense_key_type",
+        lambda: layers.Dense(3).init("seed", (-1, 2)),
+        TypeError,
+        r"Dense\(3\): key: expected a jax.random key or an int seed",
+    ),
+    (
+        "tanh_params",
+        lambda: layers.Tanh().apply(DENSE_PARAMS, X),
+        ValueError,
+        r"Tanh\(\): this layer has no params",
+    ),
+    (
+        "layer_norm_scale_shape",
+        lambda: layers.LayerNorm().apply({"scale": jnp.ones(1), "offset": jnp.zeros(2)}, X),
+        ValueError,
+        r"LayerNorm\(\): params\['scale'\] must have shape \(2,\)",
+    ),
+    (
+        "conv_kernel_float",
+        lambda: layers.Conv(4, 3.0),
+        ValueError,
+        r"Conv\(4, 3\.0\): kernel must be an int",
     ),
     ("dropout_rate_one", lambda: layers.Dropout(1.0), ValueError, "Dropout: rate"),
     ("dropout_rate_str", lambda: layers.Dropout("0.5"), ValueError, "Dropout: rate"),
@@ -163,6 +229,37 @@ CASES = [
         "one-hot targets",
     ),
     (
+        "bce_label_two",
+        lambda: losses.binary_cross_entropy(jnp.zeros(3), jnp.array([0.0, 1.0, 2.0])),
+        ValueError,
+        r"binary_cross_entropy: labels must be in \[0, 1\]",
+    ),
+    (
+        "bce_probs_outside",
+        lambda: losses.binary_cross_entropy_from_probs(jnp.array([1.2]), jnp.array([1.0])),
+        ValueError,
+        r"binary_cross_entropy_from_probs: probs must be in \[0, 1\]",
+    ),
+    (
+        "sce_targets_not_distribution",
+        lambda: losses.softmax_cross_entropy(jnp.ones((2, 3)), jnp.ones((2, 3))),
+        ValueError,
+        "softmax_cross_entropy: targets must be rows of probabilities",
+    ),
+    ("mse_empty", lambda: losses.mse(jnp.ones(0), jnp.ones(0)), ValueError, "mse: got empty"),
+    (
+        "accuracy_empty",
+        lambda: losses.accuracy(jnp.ones((0, 3)), jnp.zeros(0, jnp.int32)),
+        ValueError,
+        "accuracy: got empty arrays",
+    ),
+    (
+        "accuracy_label_range",
+        lambda: losses.accuracy(jnp.ones((2, 3)), jnp.array([0, 3])),
+        ValueError,
+        r"accuracy: labels must be in \[0, 3\)",
+    ),
+    (
         "accuracy_shapes",
         lambda: losses.accuracy(jnp.ones((4, 3)), jnp.zeros(5, jnp.int32)),
         ValueError,
@@ -191,6 +288,12 @@ CASES = [
         "with_head: head must be one of",
     ),
     ("logreg_d", lambda: models.logistic_regression(0), ValueError, "logistic_regression: d"),
+    (
+        "logreg_bias_missing",
+        lambda: LOGREG.apply(_without(LOGREG_PARAMS, "b"), X),
+        ValueError,
+        r"logistic_regression\(None\): Dense\(1\): params must hold .*missing 'b'",
+    ),
     (
         "logreg_width",
         lambda: models.logistic_regression(3).init(KEY, (-1, 2)),
@@ -230,6 +333,36 @@ CASES = [
         lambda: _fit(x=np.zeros((8, 5), np.float32)),
         ValueError,
         "last axis has size 2",
+    ),
+    (
+        "fit_binary_labels",
+        lambda: _fit(model=LOGREG, params=LOGREG_PARAMS, y=np.full(8, 2.0, np.float32)),
+        ValueError,
+        r"fit: y must be in \[0, 1\] for binary_cross_entropy",
+    ),
+    (
+        "fit_validation_labels",
+        lambda: _fit(validation_data=(X, np.full(8, 5, np.int32))),
+        ValueError,
+        r"fit: y_val holds class labels in \[5, 5\]",
+    ),
+    (
+        "fit_metrics_list",
+        lambda: _fit(metrics=[losses.accuracy]),
+        TypeError,
+        "fit: metrics must be a dict of name -> fn",
+    ),
+    (
+        "fit_params_not_finite",
+        lambda: _fit(params=NAN_PARAMS),
+        ValueError,
+        r"fit: the params to train from are not finite: params\['output'\]\['b'\]",
+    ),
+    (
+        "evaluate_batch_size_zero",
+        lambda: train.evaluate(NET, PARAMS, X, Y, batch_size=0),
+        ValueError,
+        "evaluate: batch_size",
     ),
     ("fit_optimizer", lambda: _fit(optimizer="adam"), TypeError, "fit: optimizer"),
     ("fit_loss", lambda: _fit(loss=3), TypeError, "fit: loss"),

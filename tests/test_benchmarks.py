@@ -1,7 +1,8 @@
 """The benchmark harness is correct: every contender computes the same loss after a step.
 
 Runs ``benchmarks/run.py --tiny`` (no timing): the contenders that are installed (funcnn
-and hand-written JAX always; Flax, Equinox and PyTorch when present) must agree to 1e-4.
+and hand-written JAX always; Flax, Equinox and PyTorch when present) must agree to 1e-4 —
+with BatchNorm (the ResNet workload), on the running statistics after the step too.
 """
 
 from __future__ import annotations
@@ -29,6 +30,62 @@ def test_every_contender_agrees_after_one_step(root):
     for workload in ("mlp", "lenet", "epoch"):
         assert (workload, "funcnn") in contenders and (workload, "raw_jax") in contenders
     assert all(ln.rstrip().endswith("ok") for ln in lines), proc.stdout
+
+
+def test_resnet_contenders_agree_on_loss_and_running_statistics(root):
+    """With BatchNorm, every installed contender's loss after one step and its running
+    statistics after it (mean and variance, each library's convention checked against
+    hand-written JAX computing that convention) agree to 1e-4; stax, with no running
+    statistics, is left out without failing."""
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/run.py", "--tiny", "--workloads", "resnet"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=root,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    losses = {ln.split()[1] for ln in lines if "loss after one step" in ln}
+    stats = {ln.split()[1] for ln in lines if "running statistics after one step" in ln}
+    expected = {"funcnn", "raw_jax"} | {
+        name
+        for name, module in (("flax_linen", "flax"), ("equinox", "equinox"), ("torch", "torch"))
+        if importlib.util.find_spec(module) is not None
+    }
+    assert expected <= losses and losses == stats, proc.stdout
+    assert all(ln.rstrip().endswith("ok") for ln in lines if "after one step" in ln), proc.stdout
+    conventions = {ln.split()[1]: ln for ln in lines if "running statistics" in ln}
+    assert "(mean, unbiased)" in conventions["funcnn"], proc.stdout
+    if "flax_linen" in conventions:
+        assert "(mean, biased)" in conventions["flax_linen"], proc.stdout
+    assert "resnet   stax           no BatchNorm with running statistics" in proc.stdout
+
+
+def test_harness_notices_wrong_running_statistics(root):
+    """BatchNorm's momentum in the other convention (0.9 for PyTorch's 0.1) leaves the loss
+    after one step as it is, and the running statistics must catch it."""
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.path[:0] = ["benchmarks", "."]
+        import contenders, run
+
+        def wrong(wl, x, y):
+            return contenders._raw_runner(wl, x, y, momentum=0.9)
+
+        run.BUILDERS["raw_jax_loop"] = wrong
+        sys.exit(run.check(["resnet"], ["raw_jax", "raw_jax_loop"]))
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=root
+    )
+    out = proc.stdout
+    assert proc.returncode == 1, out + proc.stderr
+    loss = [ln for ln in out.splitlines() if "raw_jax_loop" in ln and "loss after" in ln]
+    stats = [ln for ln in out.splitlines() if "raw_jax_loop" in ln and "running statistics" in ln]
+    assert loss[0].endswith("ok") and stats[0].endswith("MISMATCH"), out
 
 
 def test_harness_notices_a_mismatch(root):

@@ -252,15 +252,19 @@ def test_second_derivatives_through_both():
 
 
 @pytest.mark.parametrize("dx, dw", [(jnp.int32, jnp.float32), (jnp.float16, jnp.float32)])
-def test_one_channel_conv_with_mixed_dtypes_is_still_lax_error(dx, dw):
-    """lax.conv_general_dilated refuses operands of different dtypes on every platform; the
-    CPU formulation must not quietly promote them instead."""
-    x, w = jnp.ones((1, 5, 5, 1), dx), jnp.ones((3, 3, 1, 2), dw)
-    with pytest.raises(TypeError, match="same dtypes"):
-        lax_conv(x, w, (1, 1), "VALID", (1, 1))
+def test_one_channel_conv_of_mixed_dtypes_is_lax_on_the_promoted_operands(dx, dw):
+    """conv2d promotes its operands as ``jnp.matmul`` does (int and half precision beside
+    float32 weights compute in float32); the CPU formulation then computes what lax does
+    on the promoted operands."""
+    rng = np.random.default_rng(7)
+    x = jnp.asarray(rng.integers(-3, 4, size=(1, 5, 5, 1)), dx)
+    w = jnp.asarray(rng.normal(size=(3, 3, 1, 2)), dw)
+    dtype = jnp.promote_types(dx, dw)
+    want = lax_conv(x.astype(dtype), w.astype(dtype), (1, 1), "VALID", (1, 1))
     for conv in (F.conv2d, fn.jit(F.conv2d)):
-        with pytest.raises(TypeError, match="same dtypes"):
-            conv(x, w)
+        got = conv(x, w)
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float16, jnp.bfloat16])

@@ -286,6 +286,24 @@ LAYER_CASES = {
     ),
     "mlp": (models.mlp([6, 3], "tanh"), (4, 2)),
     "logistic_regression": (models.logistic_regression(3), (4, 3)),
+    "Conv1D": (layers.Conv1D(3, 2, stride=2, padding=1), (2, 7, 2)),
+    "Conv3D": (layers.Conv3D(2, 2, padding="SAME"), (1, 3, 4, 3, 2)),
+    "ConvTranspose": (
+        layers.ConvTranspose(2, (3,), stride=2, padding=1, output_padding=1),
+        (2, 4, 3),
+    ),
+    "SimpleRNN": (layers.SimpleRNN(3), (2, 4, 2)),
+    "LSTM": (layers.LSTM(3), (2, 4, 2)),
+    "GRU": (layers.GRU(3, return_sequence=False), (2, 4, 2)),
+    "MultiHeadAttention": (layers.MultiHeadAttention(2, causal=True, dropout=0.2), (2, 4, 4)),
+    # ids from the float inputs, |x| rounded down: ∂ids/∂x = 0 on both sides of the check
+    "Embedding": (
+        core.serial(
+            layers.elementwise(lambda x: jnp.floor(3 * jnp.abs(x)).astype(int) % 5, "ids"),
+            layers.Embedding(5, 3),
+        ),
+        (4, 3),
+    ),
 }
 
 

@@ -241,6 +241,7 @@ def residual(*layers: Layer, shortcut: Layer | None = None) -> Layer:
     body = layers[0] if len(layers) == 1 else serial(*layers)
 
     def init(key, input_shape):
+        key = checks.prng_key(key, "residual: key")
         out, params, state = body.init_with_state(jax.random.fold_in(key, 0), input_shape)
         skip_shape, skip_params, skip_state = input_shape, {}, {}
         if shortcut is not None:

@@ -26,6 +26,8 @@ from typing import Any
 
 import jax
 
+from .. import checks
+
 __all__ = ["Layer", "Model", "layer_scope"]
 
 Shape = Any  # a tuple of ints (batch may be -1), or a tuple of such tuples
@@ -274,6 +276,7 @@ def init_child(
 ) -> Shape:
     """Initialise one child with ``fold_in(key, index)``; store its params and state under
     ``name`` when it has any. Errors carry the child's name in their path."""
+    key = checks.prng_key(key, "init: key")  # an int seed, as everywhere
     with layer_scope(name) if name else contextlib.nullcontext():
         out, p, st = layer.init_with_state(jax.random.fold_in(key, index), shape)
     if has_params(p):

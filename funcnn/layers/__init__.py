@@ -7,19 +7,27 @@ Every constructor returns a :class:`funcnn.core.Layer`; call it, even without ar
 from __future__ import annotations
 
 from .activations import (
+    Elu,
+    Exp,
     Gelu,
     Identity,
     LeakyRelu,
     LogSoftmax,
     Relu,
+    Selu,
     Sigmoid,
     Softmax,
+    Softplus,
     Tanh,
     elementwise,
 )
-from .conv import LRN, AvgPool, Conv, GlobalAvgPool, MaxPool
+from .attention import MultiHeadAttention
+from .conv import LRN, Conv, Conv1D, Conv3D, ConvTranspose
 from .dense import Dense, Dropout, Flatten
+from .embedding import Embedding
 from .norm import BatchNorm, GroupNorm, LayerNorm
+from .pooling import AvgPool, GlobalAvgPool, MaxPool, SumPool
+from .recurrent import GRU, LSTM, SimpleRNN
 
 __all__ = [
     "Dense",
@@ -32,14 +40,27 @@ __all__ = [
     "LogSoftmax",
     "Gelu",
     "LeakyRelu",
+    "Elu",
+    "Selu",
+    "Softplus",
+    "Exp",
     "elementwise",
     "Conv",
+    "Conv1D",
+    "Conv3D",
+    "ConvTranspose",
     "MaxPool",
     "AvgPool",
+    "SumPool",
     "Flatten",
     "LRN",
     "GlobalAvgPool",
     "BatchNorm",
     "LayerNorm",
     "GroupNorm",
+    "Embedding",
+    "SimpleRNN",
+    "LSTM",
+    "GRU",
+    "MultiHeadAttention",
 ]

@@ -9,7 +9,9 @@ import jax
 import jax.numpy as jnp
 
 from .. import checks
+from ..checks import input_shape as check_input_shape
 from ..core import Layer
+from .params import check_input, check_params
 
 __all__ = [
     "elementwise",
@@ -21,6 +23,10 @@ __all__ = [
     "LogSoftmax",
     "Gelu",
     "LeakyRelu",
+    "Elu",
+    "Selu",
+    "Softplus",
+    "Exp",
 ]
 
 
@@ -33,19 +39,26 @@ def elementwise(fn: Callable, kind: str, description: str | None = None) -> Laye
       kind: the stem of the layer's automatic name (``kind_0``, ...).
       description: the text shown in messages and summaries; default ``"<kind>()"``.
 
+    ``apply`` refuses params other than ``{}`` and a tuple of arrays (branches not yet
+    joined), naming the layer.
+
     >>> import jax.numpy as jnp
     >>> square = elementwise(jnp.square, "square")
     >>> square, square.apply({}, jnp.arange(3.0)).tolist()
     (<Layer square()>, [0.0, 1.0, 4.0])
     """
 
+    who = description or f"{kind}()"
+
     def init(key, input_shape):
-        return input_shape, {}
+        return check_input_shape(input_shape, who, min_rank=0), {}
 
     def apply(params, x, *, key=None, train=False):
+        check_params(params, {}, who)
+        check_input(x, who)
         return fn(x)
 
-    return Layer(init, apply, kind=kind, description=description or f"{kind}()")
+    return Layer(init, apply, kind=kind, description=who)
 
 
 def Identity() -> Layer:
@@ -112,7 +125,8 @@ def Softmax(axis: int = -1) -> Layer:
     >>> [round(v, 4) for v in y[0].tolist()]
     [0.25, 0.75]
     """
-    return elementwise(lambda x: jax.nn.softmax(x, axis=axis), "softmax", f"Softmax({axis})")
+    who = f"Softmax({axis})"
+    return elementwise(_on_axis(jax.nn.softmax, axis, who), "softmax", who)
 
 
 def LogSoftmax(axis: int = -1) -> Layer:
@@ -128,9 +142,21 @@ def LogSoftmax(axis: int = -1) -> Layer:
     >>> [round(v, 4) for v in y[0].tolist()]
     [-0.6931, -0.6931]
     """
-    return elementwise(
-        lambda x: jax.nn.log_softmax(x, axis=axis), "log_softmax", f"LogSoftmax({axis})"
-    )
+    who = f"LogSoftmax({axis})"
+    return elementwise(_on_axis(jax.nn.log_softmax, axis, who), "log_softmax", who)
+
+
+def _on_axis(fn: Callable, axis: int, who: str) -> Callable:
+    """``x -> fn(x, axis=axis)``, refusing an ``axis`` out of range for ``x``."""
+
+    def along(x):
+        if not -jnp.ndim(x) <= axis < jnp.ndim(x):
+            raise ValueError(
+                f"{who}: axis {axis} is out of range for inputs of shape {jnp.shape(x)}"
+            )
+        return fn(x, axis=axis)
+
+    return along
 
 
 def Gelu(approximate: bool = False) -> Layer:
@@ -170,3 +196,67 @@ def LeakyRelu(negative_slope: float = 0.01) -> Layer:
     return elementwise(
         lambda x: jax.nn.leaky_relu(x, negative_slope), "leaky_relu", f"LeakyRelu({negative_slope})"
     )
+
+
+def Elu(alpha: float = 1.0) -> Layer:
+    """``y = x`` for ``x > 0``, ``α (eˣ − 1)`` otherwise (``jax.nn.elu``).
+
+    Input ``x`` of any shape ``(n, ...)``; ``y`` has the same shape. No params.
+
+    Args:
+      alpha: the value ``−α`` that ``y`` tends to as ``x → −∞``.
+
+    >>> import jax.numpy as jnp
+    >>> y = Elu().apply({}, jnp.array([-1.0, 0.0, 2.0]))  # e⁻¹ − 1 = −0.6321
+    >>> [round(v, 4) for v in y.tolist()]
+    [-0.6321, 0.0, 2.0]
+    """
+    checks.number(alpha, "Elu: alpha")
+    return elementwise(lambda x: jax.nn.elu(x, alpha), "elu", f"Elu({alpha})")
+
+
+def Selu() -> Layer:
+    """``y = λ x`` for ``x > 0``, ``λ α (eˣ − 1)`` otherwise, with ``λ ≈ 1.0507`` and
+    ``α ≈ 1.6733`` (``jax.nn.selu``), the constants that keep zero mean and unit variance
+    through a deep network (Klambauer et al., 2017).
+
+    Input ``x`` of any shape ``(n, ...)``; ``y`` has the same shape. No params.
+
+    >>> import jax.numpy as jnp
+    >>> y = Selu().apply({}, jnp.array([-1.0, 0.0, 1.0]))
+    >>> [round(v, 4) for v in y.tolist()]
+    [-1.1113, 0.0, 1.0507]
+    """
+    return elementwise(jax.nn.selu, "selu", "Selu()")
+
+
+def Softplus(beta: float = 1.0) -> Layer:
+    """``y = log(1 + e^{βx}) / β``, a smooth ReLU (``jax.nn.softplus`` of ``βx``, over ``β``).
+
+    Input ``x`` of any shape ``(n, ...)``; ``y`` has the same shape. No params.
+
+    Args:
+      beta: the sharpness ``β > 0``; as ``β → ∞``, ``y → max(0, x)``.
+
+    >>> import jax.numpy as jnp
+    >>> y = Softplus().apply({}, jnp.array([-1.0, 0.0, 1.0]))  # log 2 = 0.6931
+    >>> [round(v, 4) for v in y.tolist()]
+    [0.3133, 0.6931, 1.3133]
+    """
+    beta = checks.number(beta, "Softplus: beta", low=0)
+    if beta == 0:
+        raise ValueError("Softplus: beta must be a number > 0, got 0")
+    description = "Softplus()" if beta == 1.0 else f"Softplus({beta})"
+    return elementwise(lambda x: jax.nn.softplus(beta * x) / beta, "softplus", description)
+
+
+def Exp() -> Layer:
+    """``y = eˣ``, elementwise.
+
+    Input ``x`` of any shape ``(n, ...)``; ``y`` has the same shape. No params.
+
+    >>> import jax.numpy as jnp
+    >>> Exp().apply({}, jnp.array([0.0, 1.0])).tolist()[0]
+    1.0
+    """
+    return elementwise(jnp.exp, "exp", "Exp()")

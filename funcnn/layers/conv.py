@@ -1,71 +1,155 @@
-"""Convolutional layers over NHWC images: convolution, pooling and AlexNet's local response
-normalization, with output sizes from the lecture's ``Y = ⌊(N + 2p − F)/s⌋ + 1``."""
+"""Convolutional layers, channels last, of 1, 2 or 3 spatial axes: the convolution with the
+lecture's ``Y = ⌊(N + 2p − F)/s⌋ + 1``, the transposed convolution with
+``Y = s(N − 1) + F − 2p``, and AlexNet's local response normalization."""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from .. import checks, initializers
+from .. import checks, initializers, ops
 from .. import functional as F
 from ..checks import input_shape as check_input_shape
 from ..core import Layer
+from . import spatial
+from .params import check_input, check_params
 
-__all__ = ["Conv", "MaxPool", "AvgPool", "GlobalAvgPool", "LRN"]
+__all__ = ["Conv", "Conv1D", "Conv3D", "ConvTranspose", "LRN"]
 
-
-def _describe(kind: str, args: list, options: dict, defaults: dict) -> str:
-    def show(v):  # NumPy integers read as the ints they are
-        return repr(int(v)) if checks.is_int(v) else repr(v)
-
-    parts = [show(a) for a in args]
-    parts += [f"{k}={show(v)}" for k, v in options.items() if v != defaults.get(k)]
-    return f"{kind}({', '.join(parts)})"
+Kernel = int | tuple[int, ...]
 
 
-def _image_shape(input_shape, who: str) -> tuple:
-    if isinstance(input_shape, (tuple, list)) and len(input_shape) != 4:
+def _rank(kernel, who: str) -> int:
+    """The spatial rank a kernel names: its length, or 2 (images) for an int."""
+    if not isinstance(kernel, (tuple, list)):
+        return 2
+    if not 1 <= len(kernel) <= 3:
         raise ValueError(
-            f"{who}: expected NHWC images of rank 4 (batch, height, width, channels), "
-            f"got shape {tuple(input_shape)}"
+            f"{who}: kernel must be an int (2-D) or a tuple of 1, 2 or 3 sizes (1-D, 2-D, "
+            f"3-D), got {kernel!r}"
         )
-    return check_input_shape(input_shape, who, rank=4)
+    return len(kernel)
 
 
-def _check_images(x, who: str, channels: int | None = None) -> None:
-    shape = jnp.shape(x)
-    if len(shape) != 4:
+def _weights(who: str, w_init, b_init, use_bias: bool, dtype):
+    """``draw(key, w_shape, filters)``: the params ``{"w", "b"}`` of a convolution."""
+    w_fn = initializers.get(w_init, argument=f"{who}: w_init")
+    b_fn = initializers.get(b_init, argument=f"{who}: b_init") if use_bias else None
+
+    def draw(key, w_shape, filters):
+        kw, kb = jax.random.split(key)
+        params = {"w": w_fn(kw, w_shape, dtype)}
+        if b_fn is not None:
+            params["b"] = b_fn(kb, (filters,), dtype)
+        return params
+
+    return draw
+
+
+def _expected(params, window, filters, use_bias, groups, shape, who) -> dict:
+    """The params' shapes for inputs of ``shape``; a kernel made for another channel count
+    (right window and filters) is an error of the input, as for ``Dense``."""
+    w = params.get("w") if isinstance(params, dict) else None
+    w_shape = tuple(jnp.shape(w)) if hasattr(w, "shape") else ()
+    if w_shape[:-2] == window and w_shape[-1:] == (filters,) and w_shape[-2] * groups != shape[-1]:
         raise ValueError(
-            f"{who}: expected NHWC images of rank 4 (batch, height, width, channels), "
-            f"got shape {shape}"
+            f"{who}: expected {w_shape[-2] * groups} input channels, got shape {shape}"
         )
-    if channels is not None and shape[-1] != channels:
-        raise ValueError(f"{who}: expected {channels} input channels, got shape {shape}")
+    if shape[-1] % groups:
+        raise ValueError(
+            f"{who}: the input channels ({shape[-1]}) must divide by groups ({groups})"
+        )
+    w_want = (*window, shape[-1] // groups, filters)
+    return {"w": w_want, "b": (filters,)} if use_bias else {"w": w_want}
 
 
-def _spatial_out(shape: tuple, window, padding, stride, dilation, who: str) -> tuple:
-    """Output (H, W) by the lecture's formula, per axis; unknown (-1) sizes stay unknown."""
-    out = []
-    for axis, (n, f, s, d) in enumerate(zip(shape[1:3], window, stride, dilation)):
-        pad = padding if isinstance(padding, str) else padding[axis]
-        if n == -1:
-            out.append(-1)
-            continue
-        try:
-            out.append(F.conv_output_size(n, f, pad, s, d))
-        except ValueError as err:
-            detail = str(err).removeprefix("conv_output_size: ")
-            axis_name = "height" if axis == 0 else "width"
-            raise ValueError(f"{who}: on input {shape}, along the {axis_name}, {detail}") from None
-    return tuple(out)
+class _Settings(NamedTuple):
+    """A convolution's arguments, checked and normalized: one entry per spatial axis."""
+
+    window: tuple[int, ...]
+    strides: tuple[int, ...]
+    dilations: tuple[int, ...]
+    extra: tuple[int, ...]  # output_padding (0 for a plain convolution)
+    pad: str | tuple
+    groups: int
+
+
+def _settings(who: str, rank: int, filters, kernel, options: dict) -> _Settings:
+    checks.positive_int(filters, f"{who}: filters")
+    window = checks.int_tuple(kernel, f"{who}: kernel", rank)
+    strides = checks.int_tuple(options["stride"], f"{who}: stride", rank)
+    dilations = checks.int_tuple(options["dilation"], f"{who}: dilation", rank)
+    extra = options.get("output_padding", 0)
+    extra = checks.int_tuple(extra, f"{who}: output_padding", rank, minimum=0)
+    pad = ops.padding_pairs(options["padding"], rank, f"{who}: padding")
+    groups = checks.positive_int(options["groups"], f"{who}: groups")
+    if filters % groups:
+        raise ValueError(f"{who}: filters ({filters}) must divide by groups ({groups})")
+    if any(e >= max(s, d) for e, s, d in zip(extra, strides, dilations)):
+        raise ValueError(
+            f"{who}: output_padding must be smaller than max(stride, dilation) on each axis, "
+            f"got output_padding {extra} for stride {strides} and dilation {dilations}"
+        )
+    if isinstance(pad, str) and any(extra):
+        raise ValueError(f"{who}: output_padding needs explicit padding, got {pad!r}")
+    return _Settings(window, strides, dilations, extra, pad, groups)
+
+
+def _layer(name, kind, rank, filters, kernel, options, defaults, out_size, op, inits) -> Layer:
+    """A convolution-like layer: ``options`` are stride, padding, dilation, groups (and
+    output_padding); ``out_size(n, f, pad, s, d, extra)`` gives an axis's output length and
+    ``op(x, w, b, stride, pad, dilation, extra, groups)`` computes it."""
+    who = spatial.describe(name, [filters, kernel], options, defaults)
+    window, strides, dilations, extra, pad, groups = _settings(who, rank, filters, kernel, options)
+    axes = ops.layout(ops.channels_last(rank))
+    sides = (pad,) * rank if isinstance(pad, str) else pad
+    draw = _weights(who, *inits)
+
+    def sizes(i, n):
+        return out_size(n, window[i], sides[i], strides[i], dilations[i], extra[i])
+
+    def init(key, input_shape):
+        shape = spatial.input_shape(input_shape, axes, who, channels_known=True)
+        if shape[-1] % groups:
+            raise ValueError(
+                f"{who}: the input channels ({shape[-1]}) must divide by groups ({groups})"
+            )
+        out = spatial.spatial_out(shape, axes, sizes, who)
+        return (*out[:-1], filters), draw(key, (*window, shape[-1] // groups, filters), filters)
+
+    def apply(params, x, *, key=None, train=False):
+        shape = spatial.check_input(x, axes, who)
+        check_params(params, _expected(params, window, filters, inits[2], groups, shape, who), who)
+        spatial.spatial_out(shape, axes, sizes, who)  # the window fits the input
+        return op(x, params["w"], params.get("b"), strides, pad, dilations, extra, groups)
+
+    return Layer(init, apply, kind=kind, description=who)
+
+
+def _conv_size(n, f, pad, s, d, extra):
+    return F.conv_output_size(n, f, pad, s, d)
+
+
+def _conv_op(x, w, b, stride, pad, dilation, extra, groups):
+    return ops.conv(x, w, b, stride, pad, dilation, groups)
+
+
+def _conv(name, rank, filters, kernel, stride, padding, dilation, groups, inits) -> Layer:
+    defaults = {"stride": 1, "padding": "VALID", "dilation": 1, "groups": 1}
+    options = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
+    return _layer(
+        name, "conv", rank, filters, kernel, options, defaults, _conv_size, _conv_op, inits
+    )
 
 
 def Conv(
     filters: int,
-    kernel: int | tuple[int, int],
-    stride: int | tuple[int, int] = 1,
-    padding: F.Padding = "VALID",
-    dilation: int | tuple[int, int] = 1,
+    kernel: Kernel,
+    stride: Kernel = 1,
+    padding: ops.convolution.Padding = "VALID",
+    dilation: Kernel = 1,
     groups: int = 1,
     *,
     w_init: str | initializers.Initializer = "he_normal",
@@ -73,22 +157,29 @@ def Conv(
     use_bias: bool = True,
     dtype=jnp.float32,
 ) -> Layer:
-    """2-D convolution layer over NHWC images: ``y = conv2d(x, w, b)`` (see
-    :func:`funcnn.functional.conv2d`), with ``filters`` output channels.
+    """Convolution layer, channels last: ``y = conv(x, w) + b`` (see
+    :func:`funcnn.ops.conv`; for images, :func:`funcnn.functional.conv2d`), with
+    ``filters`` output channels.
 
-    Params: ``{"w": (F_h, F_w, C / groups, filters), "b": (filters,)}`` (HWIO). The output
+    The kernel's length sets the spatial rank: an int ``F`` or ``(F_h, F_w)`` is 2-D, over
+    NHWC images; ``(F,)`` is 1-D over NWC sequences; ``(F_d, F_h, F_w)`` is 3-D over NDHWC
+    volumes (:func:`Conv1D` and :func:`Conv3D` take an int for those).
+
+    Params: ``{"w": (*F, C / groups, filters), "b": (filters,)}`` (HWIO in 2-D). The output
     size per axis is the lecture's ``Y = ⌊(N + 2p − F)/s⌋ + 1`` (with dilation ``D`` the
     kernel spans ``D(F − 1) + 1``; ``"SAME"`` gives ``⌈N/s⌉``). ``w_init`` defaults to
     He normal, N(0, 2/fan_in) with ``fan_in = F_h · F_w · C / groups``, since the networks
-    here follow their convolutions with ReLU.
+    here follow their convolutions with ReLU. ``apply`` refuses, naming the layer, an input
+    of the wrong rank or channel count, an input smaller than the (dilated) kernel, and
+    params of the wrong shape.
 
     Args:
       filters: the number of filters (output channels) ``O``.
-      kernel: ``F`` or ``(F_h, F_w)``.
-      stride: ``s`` or ``(s_h, s_w)``.
-      padding: ``"VALID"`` (default), ``"SAME"``, an int ``p`` or
-        ``((top, bottom), (left, right))``.
-      dilation: ``D`` or ``(D_h, D_w)``.
+      kernel: ``F`` or one size per spatial axis.
+      stride: ``s`` or one per spatial axis.
+      padding: ``"VALID"`` (default), ``"SAME"``, an int ``p`` or one pair
+        ``(lo, hi)`` per spatial axis (``((top, bottom), (left, right))`` in 2-D).
+      dilation: ``D`` or one per spatial axis.
       groups: split input and output channels into this many independent groups; both
         ``C`` and ``filters`` must divide by it.
 
@@ -96,118 +187,119 @@ def Conv(
     >>> shape, params = Conv(6, 5).init(jax.random.key(0), (-1, 32, 32, 1))
     >>> shape, params["w"].shape
     ((-1, 28, 28, 6), (5, 5, 1, 6))
+    >>> Conv(8, (3,), padding=1).init(jax.random.key(0), (-1, 100, 2))[0]  # 1-D
+    (-1, 100, 8)
     """
-    defaults = {"stride": 1, "padding": "VALID", "dilation": 1, "groups": 1}
-    options = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
-    who = _describe("Conv", [filters, kernel], options, defaults)
-    checks.positive_int(filters, f"{who}: filters")
-    window = checks.int_tuple(kernel, f"{who}: kernel")
-    strides = checks.int_tuple(stride, f"{who}: stride")
-    dilations = checks.int_tuple(dilation, f"{who}: dilation")
-    pad = F.spatial_padding(padding, f"{who}: padding")
-    checks.positive_int(groups, f"{who}: groups")
-    if filters % groups:
-        raise ValueError(f"{who}: filters ({filters}) must divide by groups ({groups})")
-    w_fn = initializers.get(w_init, argument=f"{who}: w_init")
-    b_fn = initializers.get(b_init, argument=f"{who}: b_init") if use_bias else None
-
-    def init(key, input_shape):
-        shape = _image_shape(input_shape, who)
-        channels = shape[-1]
-        if channels == -1:
-            raise ValueError(f"{who}: the number of input channels must be known, got {shape}")
-        if channels % groups:
-            raise ValueError(
-                f"{who}: the input channels ({channels}) must divide by groups ({groups})"
-            )
-        out_hw = _spatial_out(shape, window, pad, strides, dilations, who)
-        kw, kb = jax.random.split(key)
-        params = {"w": w_fn(kw, (*window, channels // groups, filters), dtype)}
-        if b_fn is not None:
-            params["b"] = b_fn(kb, (filters,), dtype)
-        return (shape[0], *out_hw, filters), params
-
-    def apply(params, x, *, key=None, train=False):
-        w = params["w"]
-        _check_images(x, who, w.shape[2] * groups)
-        return F.conv2d(x, w, params.get("b"), strides, pad, dilations, groups)
-
-    return Layer(init, apply, kind="conv", description=who)
+    rank = _rank(kernel, spatial.describe("Conv", [filters, kernel], {}, {}))
+    inits = (w_init, b_init, use_bias, dtype)
+    return _conv("Conv", rank, filters, kernel, stride, padding, dilation, groups, inits)
 
 
-def _pool(kind: str, name: str, fn, window, stride, padding) -> Layer:
-    defaults = {"stride": None, "padding": "VALID"}
-    who = _describe(name, [window], {"stride": stride, "padding": padding}, defaults)
-    size = checks.int_tuple(window, f"{who}: window")
-    strides = size if stride is None else checks.int_tuple(stride, f"{who}: stride")
-    pad = F.spatial_padding(padding, f"{who}: padding")
-
-    def init(key, input_shape):
-        shape = _image_shape(input_shape, who)
-        out_hw = _spatial_out(shape, size, pad, strides, (1, 1), who)
-        return (shape[0], *out_hw, shape[3]), {}
-
-    def apply(params, x, *, key=None, train=False):
-        _check_images(x, who)
-        return fn(x, size, strides, pad)
-
-    return Layer(init, apply, kind=kind, description=who)
-
-
-def MaxPool(
-    window: int | tuple[int, int] = 2,
-    stride: int | tuple[int, int] | None = None,
-    padding: F.Padding = "VALID",
+def Conv1D(
+    filters: int,
+    kernel: int | tuple[int],
+    stride: int | tuple[int] = 1,
+    padding: ops.convolution.Padding = "VALID",
+    dilation: int | tuple[int] = 1,
+    groups: int = 1,
+    *,
+    w_init: str | initializers.Initializer = "he_normal",
+    b_init: str | initializers.Initializer = "zeros",
+    use_bias: bool = True,
+    dtype=jnp.float32,
 ) -> Layer:
-    """Max pooling: the largest value of each ``F_h × F_w`` window, per channel.
-
-    ``stride`` defaults to the window (non-overlapping windows); AlexNet's overlapping
-    pooling is ``MaxPool(3, 2)``. Output size per axis ``⌊(N + 2p − F)/s⌋ + 1``.
+    """1-D convolution over NWC sequences ``(n, W, C)``:
+    ``y[n, i, o] = b[o] + Σ_{u, c} x̂[n, s i + D u, c] · w[u, c, o]``; :func:`Conv` with a
+    kernel ``(F,)``. Params ``{"w": (F, C / groups, filters), "b": (filters,)}``.
 
     >>> import jax
-    >>> MaxPool(3, 2).init(jax.random.key(0), (-1, 55, 55, 96))[0]
-    (-1, 27, 27, 96)
+    >>> Conv1D(16, 5, stride=2).init(jax.random.key(0), (-1, 99, 3))[0]  # ⌊(99 − 5)/2⌋ + 1
+    (-1, 48, 16)
     """
-    return _pool("max_pool", "MaxPool", F.max_pool, window, stride, padding)
+    inits = (w_init, b_init, use_bias, dtype)
+    return _conv("Conv1D", 1, filters, kernel, stride, padding, dilation, groups, inits)
 
 
-def AvgPool(
-    window: int | tuple[int, int] = 2,
-    stride: int | tuple[int, int] | None = None,
-    padding: F.Padding = "VALID",
+def Conv3D(
+    filters: int,
+    kernel: int | tuple[int, int, int],
+    stride: int | tuple[int, int, int] = 1,
+    padding: ops.convolution.Padding = "VALID",
+    dilation: int | tuple[int, int, int] = 1,
+    groups: int = 1,
+    *,
+    w_init: str | initializers.Initializer = "he_normal",
+    b_init: str | initializers.Initializer = "zeros",
+    use_bias: bool = True,
+    dtype=jnp.float32,
 ) -> Layer:
-    """Average pooling: the mean of each window's real (unpadded) elements, per channel.
-
-    ``stride`` defaults to the window. Output size per axis ``⌊(N + 2p − F)/s⌋ + 1``.
+    """3-D convolution over NDHWC volumes ``(n, D, H, W, C)``:
+    ``y[n, i, o] = b[o] + Σ_{u, c} x̂[n, s ⊙ i + D ⊙ u, c] · w[u, c, o]`` over 3-D indices;
+    :func:`Conv` with a kernel ``(F_d, F_h, F_w)``. Params
+    ``{"w": (F_d, F_h, F_w, C / groups, filters), "b": (filters,)}``.
 
     >>> import jax
-    >>> AvgPool(2).init(jax.random.key(0), (-1, 28, 28, 6))[0]
-    (-1, 14, 14, 6)
+    >>> Conv3D(4, 3, padding="SAME").init(jax.random.key(0), (-1, 8, 16, 16, 1))[0]
+    (-1, 8, 16, 16, 4)
     """
-    return _pool("avg_pool", "AvgPool", F.avg_pool, window, stride, padding)
+    inits = (w_init, b_init, use_bias, dtype)
+    return _conv("Conv3D", 3, filters, kernel, stride, padding, dilation, groups, inits)
 
 
-def GlobalAvgPool() -> Layer:
-    """Global average pooling: ``y[n, c] = (1/(H W)) Σ_{i, j} x[n, i, j, c]``, one value per
-    channel, the head of a ResNet: ``(n, H, W, C) -> (n, C)``.
+def ConvTranspose(
+    filters: int,
+    kernel: Kernel,
+    stride: Kernel = 1,
+    padding: ops.convolution.Padding = "VALID",
+    dilation: Kernel = 1,
+    output_padding: Kernel = 0,
+    groups: int = 1,
+    *,
+    w_init: str | initializers.Initializer = "he_normal",
+    b_init: str | initializers.Initializer = "zeros",
+    use_bias: bool = True,
+    dtype=jnp.float32,
+) -> Layer:
+    """Transposed convolution layer, channels last: ``y = conv_transpose(x, w) + b`` (see
+    :func:`funcnn.ops.conv_transpose`): each input position spreads its value over the
+    output through the kernel, ``y[s ⊙ j + D ⊙ u − p] += x[j] · w[u]``.
 
-    >>> import jax, jax.numpy as jnp
-    >>> GlobalAvgPool().init(jax.random.key(0), (-1, 8, 8, 64))[0]
-    (-1, 64)
-    >>> GlobalAvgPool().apply({}, jnp.arange(4.0).reshape(1, 2, 2, 1)).tolist()
-    [[1.5]]
+    The kernel's length sets the spatial rank, as for :func:`Conv`: an int is 2-D (NHWC),
+    ``(F,)`` 1-D (NWC), ``(F_d, F_h, F_w)`` 3-D (NDHWC). Params
+    ``{"w": (*F, C / groups, filters), "b": (filters,)}``. The output size per axis is
+    :func:`funcnn.ops.conv_transpose_output_size`, ``Y = s(N − 1) + D(F − 1) + 1 − 2p +
+    output_padding`` with explicit padding; ``"SAME"`` gives ``sN`` and ``"VALID"``
+    ``sN + max(D(F − 1) + 1 − s, 0)``, as ``lax.conv_transpose``. An empty output is an
+    error at ``init``.
+
+    Args:
+      filters: the number of output channels ``O``.
+      kernel: ``F`` or one size per spatial axis.
+      stride: ``s`` or one per spatial axis: the upsampling factor.
+      padding: ``"VALID"`` (default), ``"SAME"``, an int ``p`` or one pair ``(lo, hi)``
+        per axis: the padding of the convolution this one transposes.
+      dilation: ``D`` or one per spatial axis.
+      output_padding: extra rows at the high end of each axis, ``< max(s, D)``; explicit
+        padding only.
+      groups: split input and output channels into this many independent groups.
+
+    >>> import jax
+    >>> ConvTranspose(3, 4, stride=2, padding=1).init(jax.random.key(0), (-1, 16, 16, 8))[0]
+    (-1, 32, 32, 3)
     """
-    who = "GlobalAvgPool()"
-
-    def init(key, input_shape):
-        shape = _image_shape(input_shape, who)
-        return (shape[0], shape[3]), {}
-
-    def apply(params, x, *, key=None, train=False):
-        _check_images(x, who)
-        return jnp.mean(x, axis=(1, 2))
-
-    return Layer(init, apply, kind="global_avg_pool", description=who)
+    who = spatial.describe("ConvTranspose", [filters, kernel], {}, {})
+    defaults = {"stride": 1, "padding": "VALID", "dilation": 1, "output_padding": 0, "groups": 1}
+    options = {
+        "stride": stride,
+        "padding": padding,
+        "dilation": dilation,
+        "output_padding": output_padding,
+        "groups": groups,
+    }
+    inits = (w_init, b_init, use_bias, dtype)
+    sizes, op, rank = ops.conv_transpose_output_size, ops.conv_transpose, _rank(kernel, who)
+    name, kind = "ConvTranspose", "conv_transpose"
+    return _layer(name, kind, rank, filters, kernel, options, defaults, sizes, op, inits)
 
 
 def LRN(k: float = 2.0, n: int = 5, alpha: float = 1e-4, beta: float = 0.75) -> Layer:
@@ -221,7 +313,7 @@ def LRN(k: float = 2.0, n: int = 5, alpha: float = 1e-4, beta: float = 0.75) -> 
     """
     defaults = {"k": 2.0, "n": 5, "alpha": 1e-4, "beta": 0.75}
     options = {"k": k, "n": n, "alpha": alpha, "beta": beta}
-    who = _describe("LRN", [], options, defaults)
+    who = spatial.describe("LRN", [], options, defaults)
     checks.positive_int(n, f"{who}: n")
     for name in ("k", "alpha", "beta"):
         checks.number(options[name], f"{who}: {name}", low=0)
@@ -230,6 +322,8 @@ def LRN(k: float = 2.0, n: int = 5, alpha: float = 1e-4, beta: float = 0.75) -> 
         return check_input_shape(input_shape, who), {}
 
     def apply(params, x, *, key=None, train=False):
+        check_params(params, {}, who)
+        check_input(x, who)
         return F.lrn(x, k, n, alpha, beta)
 
     return Layer(init, apply, kind="lrn", description=who)

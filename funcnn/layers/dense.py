@@ -12,6 +12,7 @@ from .. import checks, initializers
 from .. import functional as F
 from ..checks import input_shape as check_input_shape
 from ..core import Layer
+from .params import check_input, check_params
 
 __all__ = ["Dense", "Dropout", "Flatten"]
 
@@ -26,8 +27,14 @@ def Dense(
 ) -> Layer:
     """Fully connected layer: ``y = x W + b`` over the last axis.
 
-    Params: ``{"w": (n_in, out), "b": (out,)}``. ``w_init`` / ``b_init`` take an initializer
-    name from :mod:`funcnn.initializers` (default the lecture's N(0, 1/n_in)) or a callable.
+    Params: ``{"w": (n_in, out), "b": (out,)}`` (no ``"b"`` without ``use_bias``).
+    ``w_init`` / ``b_init`` take an initializer name from :mod:`funcnn.initializers` (default
+    the lecture's N(0, 1/n_in)) or a callable; ``init`` takes a PRNG key or an int seed.
+
+    ``apply`` refuses params that are not exactly these (a missing bias, a bias of shape
+    ``(1,)`` that would broadcast, an integer leaf) and complex inputs; integer inputs are
+    promoted to the params' dtype, and float16 / bfloat16 inputs beside float32 params are
+    computed in float32 (``jnp.matmul``'s promotion).
 
     >>> import jax
     >>> shape, params = Dense(3).init(jax.random.key(0), (-1, 2))
@@ -40,6 +47,7 @@ def Dense(
     b_fn = initializers.get(b_init, argument=f"{who}: b_init") if use_bias else None
 
     def init(key, input_shape):
+        key = checks.prng_key(key, f"{who}: key")
         shape = check_input_shape(input_shape, who)
         n_in = shape[-1]
         if n_in == -1:
@@ -51,18 +59,27 @@ def Dense(
         return shape[:-1] + (out,), params
 
     def apply(params, x, *, key=None, train=False):
-        if not isinstance(params, dict) or "w" not in params:
-            got = sorted(params) if isinstance(params, dict) else type(params).__name__
-            raise ValueError(f"{who}: params must be a dict with 'w' (and 'b'), got {got}")
-        w = params["w"]
-        if jnp.ndim(x) < 1 or jnp.shape(x)[-1] != w.shape[0]:
-            raise ValueError(
-                f"{who}: expected inputs whose last axis has size {w.shape[0]}, "
-                f"got shape {jnp.shape(x)}"
-            )
-        return F.dense(x, w, params.get("b"))
+        n_in = _input_width(params, x, out, who)
+        expected = {"w": (n_in, out), "b": (out,)} if use_bias else {"w": (n_in, out)}
+        check_params(params, expected, who)
+        checks.real_dtype(x, argument=f"{who}: inputs")
+        return F.dense(x, params["w"], params.get("b"))
 
     return Layer(init, apply, kind="dense", description=who)
+
+
+def _input_width(params, x, out: int, who: str) -> int:
+    """``n_in``, the size of the last axis of ``x``; when ``params["w"]`` is a ``(k, out)``
+    matrix, ``n_in`` must be ``k`` (the input, not the params, is then what is wrong)."""
+    n_in = check_input(x, who, min_rank=1)[-1]
+    w = params.get("w") if isinstance(params, dict) else None
+    w_shape = jnp.shape(w) if hasattr(w, "shape") else None
+    if w_shape is not None and len(w_shape) == 2 and w_shape[1] == out and w_shape[0] != n_in:
+        raise ValueError(
+            f"{who}: expected inputs whose last axis has size {w_shape[0]}, "
+            f"got shape {jnp.shape(x)}"
+        )
+    return n_in
 
 
 def Dropout(rate: float) -> Layer:
@@ -88,16 +105,18 @@ def Dropout(rate: float) -> Layer:
     who = f"Dropout({rate})"
 
     def init(key, input_shape):
-        return input_shape, {}
+        return check_input_shape(input_shape, who, min_rank=0), {}
 
     def apply(params, x, *, key=None, train=False):
+        check_params(params, {}, who)
+        check_input(x, who)
         if not train or rate == 0.0:
             return x
         if key is None:
             raise ValueError(
                 f"{who}: train=True needs a PRNG key, call apply(params, x, key=key, train=True)"
             )
-        return F.dropout(key, x, rate)
+        return F.dropout(checks.prng_key(key, f"{who}: key"), x, rate)
 
     return Layer(init, apply, kind="dropout", description=who)
 
@@ -118,7 +137,8 @@ def Flatten() -> Layer:
         return (shape[0], math.prod(shape[1:])), {}
 
     def apply(params, x, *, key=None, train=False):
-        if jnp.ndim(x) < 2:
+        check_params(params, {}, who)
+        if len(check_input(x, who)) < 2:
             raise ValueError(f"{who}: expected a batch of arrays (rank >= 2), got {jnp.shape(x)}")
         return F.flatten(x)
 

@@ -3,7 +3,9 @@ stateless LayerNorm and GroupNorm.
 
 All three compute ``y = γ (x − μ) / √(σ² + ε) + β`` and differ in the values ``μ`` and
 ``σ²`` are taken over: the batch (and the spatial positions) per feature, the features of
-each example, or groups of channels of each example.
+each example, or groups of channels of each example. Each ``apply`` refuses params (and
+BatchNorm a state) other than the ones ``init`` made, by name
+(:func:`funcnn.layers.params.check_params`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from .. import functional as F
 from ..checks import input_shape as check_input_shape
 from ..core import Layer
 from ..core.layer import stateful_layer
+from .params import check_input, check_params
 
 __all__ = ["BatchNorm", "LayerNorm", "GroupNorm"]
 
@@ -29,18 +32,6 @@ def _affine_params(shape: tuple[int, ...], use_scale: bool, use_offset: bool, dt
     if use_offset:
         params["offset"] = jnp.zeros(shape, dtype)
     return params
-
-
-def _check_tree(tree, names: tuple[str, ...], shape: tuple[int, ...], who: str, what: str):
-    """``tree`` is a dict with exactly ``names``, each an array of ``shape``."""
-    if not isinstance(tree, dict) or set(tree) != set(names):
-        got = sorted(tree) if isinstance(tree, dict) else type(tree).__name__
-        raise ValueError(f"{who}: {what} must hold {list(names)} of shape {shape}, got {got}")
-    for name in names:
-        if jnp.shape(tree[name]) != shape:
-            raise ValueError(
-                f"{who}: {what}[{name!r}] must have shape {shape}, got {jnp.shape(tree[name])}"
-            )
 
 
 def BatchNorm(
@@ -105,10 +96,10 @@ def BatchNorm(
         return shape, _affine_params((c,), use_scale, use_offset, dtype), state
 
     def apply(params, state, x, *, key=None, train=False):
-        ax = _feature_axis(jnp.shape(x), axis, who)
+        ax = _feature_axis(check_input(x, who), axis, who)
         c = jnp.shape(x)[ax]
-        _check_tree(params, _affine_names(use_scale, use_offset), (c,), who, "params")
-        _check_tree(state, ("mean", "var"), (c,), who, "state")
+        check_params(params, _affine_shapes(use_scale, use_offset, (c,)), who)
+        check_params(state, {"mean": (c,), "var": (c,)}, who, what="state")
         if not train:
             y = F.batch_norm(x, state["mean"], state["var"], *_affine(params), ax, epsilon)
             return y, state
@@ -142,8 +133,9 @@ def _feature_axis(shape: tuple, axis: int, who: str) -> int:
     return ax
 
 
-def _affine_names(use_scale: bool, use_offset: bool) -> tuple[str, ...]:
-    return tuple(n for n, on in (("scale", use_scale), ("offset", use_offset)) if on)
+def _affine_shapes(use_scale: bool, use_offset: bool, shape: tuple[int, ...]) -> dict:
+    """The params' expected shapes: ``scale`` and ``offset`` where learned."""
+    return {n: shape for n, on in (("scale", use_scale), ("offset", use_offset)) if on}
 
 
 def _affine(params: dict) -> tuple:
@@ -195,10 +187,10 @@ def LayerNorm(
         return shape, _affine_params(normalized, use_scale, use_offset, dtype)
 
     def apply(params, x, *, key=None, train=False):
-        if jnp.ndim(x) <= len(spec):
+        if len(check_input(x, who)) <= len(spec):
             raise ValueError(f"{who}: expected a batch of rank > {len(spec)}, got {jnp.shape(x)}")
         normalized = jnp.shape(x)[jnp.ndim(x) - len(spec) :]
-        _check_tree(params, _affine_names(use_scale, use_offset), normalized, who, "params")
+        check_params(params, _affine_shapes(use_scale, use_offset, normalized), who)
         return F.layer_norm(x, *_affine(params), len(spec), epsilon)
 
     return Layer(init, apply, kind="layer_norm", description=who)
@@ -247,13 +239,13 @@ def GroupNorm(
         return shape, _affine_params((c,), use_scale, use_offset, dtype)
 
     def apply(params, x, *, key=None, train=False):
-        if jnp.ndim(x) < 2 or jnp.shape(x)[-1] % groups:
+        if len(check_input(x, who)) < 2 or jnp.shape(x)[-1] % groups:
             raise ValueError(
                 f"{who}: expected channels-last inputs whose channels divide by {groups}, "
                 f"got shape {jnp.shape(x)}"
             )
         c = jnp.shape(x)[-1]
-        _check_tree(params, _affine_names(use_scale, use_offset), (c,), who, "params")
+        check_params(params, _affine_shapes(use_scale, use_offset, (c,)), who)
         return F.group_norm(x, groups, *_affine(params), epsilon)
 
     return Layer(init, apply, kind="group_norm", description=who)

@@ -18,8 +18,9 @@ Endpoints (all replies JSON except the static files):
 * ``POST /api/step`` ``{"id", "points", "labels", "steps", "lr", "batch_size", "grid",
   "extent"}``: train and predict.
 
-A malformed request gets ``400 {"error": "<field>: ..."}``; an unknown path ``404``; an
-unknown model id ``404``; any other failure ``500`` with its message, and the server goes on.
+A malformed request (invalid or too deeply nested JSON, a bad field) gets
+``400 {"error": "<field>: ..."}``; an unknown path ``404``; an unknown model id ``404``; any
+other failure ``500`` with its message, and the server goes on.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
+import sys
 from collections.abc import Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -67,6 +69,8 @@ STATIC = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/index.html": ("index.html", "text/html; charset=utf-8"),
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/favicon.svg": ("favicon.svg", "image/svg+xml"),
+    "/favicon.ico": ("favicon.svg", "image/svg+xml"),  # browsers ask for it unprompted
 }
 
 
@@ -164,6 +168,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw)  # NaN / Infinity parse; the field checks refuse them
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise RequestError(f"body: not valid JSON ({e})") from None
+        except RecursionError:  # [[[[...]]]] deeper than Python's stack: the client's fault
+            raise RequestError("body: JSON nested too deeply") from None
         if not isinstance(body, dict):
             raise RequestError(f"body: expected a JSON object, got {type(body).__name__}")
         return body
@@ -227,14 +233,19 @@ class PlaygroundServer(ThreadingHTTPServer):
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, verbose: bool = False):
         host = check_loopback(host)
-        if not checks.is_int(port) or not 0 <= port <= 65535:
-            raise ValueError(f"port: expected an int in [0, 65535] (0: a free port), got {port!r}")
-        port = int(port)
+        port = checks.port(port)
         v6 = ipaddress.ip_address(host).version == 6
         self.address_family = socket.AF_INET6 if v6 else socket.AF_INET
         self.session = Session()
         self.verbose = verbose
         super().__init__((host, port), _Handler)
+
+    def handle_error(self, request, client_address) -> None:
+        """A browser that closes its connection mid-request (a reload, a closed tab) is
+        no error: nothing is printed; anything else is reported as the base class does."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
     @property
     def url(self) -> str:

@@ -62,16 +62,77 @@ def graph_layout(graph) -> dict[int, tuple[float, float]]:
     return pos
 
 
+VALUE_COLOUR, GRAD_COLOUR = "#1b7837", "#c62828"  # forward values green, partials red
+_ROW = 1.6  # the vertical distance between two nodes of a column, in card heights
+_CARD = "#fbfbfb"
+_LABEL = dict(boxstyle="square,pad=0.1", fc=_CARD, ec="none")  # hides an edge behind a number
+_STYLES = {
+    "input": dict(boxstyle="round,pad=0.35", fc="#dde8f7", ec="#35608f"),
+    "const": dict(boxstyle="round,pad=0.25", fc="#f2f2f2", ec="#999999"),
+    "op": dict(boxstyle="circle,pad=0.3", fc="white", ec="black"),
+}
+
+
+def _card(ax, node, x: float, y: float):
+    """One node as a card: its value (green) above its symbol, its partial (red) below, on
+    a pale rounded box that holds the three together; returns the box, where arrows end."""
+    from matplotlib.patches import FancyBboxPatch
+
+    card = FancyBboxPatch(
+        (x - 0.36, y - 0.5),
+        0.72,
+        1.0,
+        boxstyle="round,pad=0,rounding_size=0.1",
+        fc=_CARD,
+        ec="#c8c8c8",
+        lw=0.8,
+        alpha=0.85,  # an edge that passes behind shows through, faintly
+        zorder=2,
+    )
+    ax.add_patch(card)
+    size = 8 if node.kind == "const" else 10
+    ax.text(x, y, node.symbol, ha="center", va="center", fontsize=size, bbox=_STYLES[node.kind],
+            zorder=3)  # fmt: skip
+    label = dict(ha="center", fontsize=10, fontweight="bold", zorder=3, bbox=_LABEL)
+    if not (node.kind == "const" and node.value_label == node.symbol):
+        ax.text(x, y + 0.25, node.value_label, va="bottom", color=VALUE_COLOUR, **label)
+    if node.grad is not None:
+        ax.text(x, y - 0.25, node.grad_label, va="top", color=GRAD_COLOUR, **label)
+    return card
+
+
+def _graph_key(ax, graph) -> None:
+    """The legend under the graph: which colour is the value and which the partial."""
+    from matplotlib.patches import Patch
+
+    handles = [
+        Patch(color=VALUE_COLOUR, label="above: the node's value (forward pass)"),
+        Patch(color=GRAD_COLOUR, label="below: ∂f/∂node (backward pass)"),
+    ]
+    if any("‖" in n.value_label for n in graph.nodes):
+        handles.append(Patch(color="none", label="arrays: shape ‖norm‖"))
+    ax.legend(
+        handles=handles,
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.0),
+        ncol=len(handles),
+        frameon=False,
+        fontsize=9,
+        handlelength=1.2,
+    )
+
+
 def computational_graph(graph, path=None, *, title: str = "", ax=None):
-    """Draw a computational graph as the lecture does: forward values in green above each
-    node, the backward partials ``∂f/∂node`` in red below.
+    """Draw a computational graph as the lecture does: each node on a card with its forward
+    value in green above it and its backward partial ``∂f/∂node`` in red below, arrows from
+    inputs to operations, and a key for the colours under the graph.
 
     Args:
       graph: a :class:`funcnn.graph.Graph` from :func:`funcnn.graph.trace`.
       path: where to save; ``.svg`` gives an SVG, anything else a PNG. ``None`` with ``ax``.
       ax: draw into these axes instead of a new figure (then nothing is saved).
 
-      title: the title; default a legend of the colours.
+      title: the title above the graph.
 
     Returns:
       the saved path, or ``ax``.
@@ -85,37 +146,36 @@ def computational_graph(graph, path=None, *, title: str = "", ax=None):
     ('.svg', True)
     """
     plt = require_matplotlib()
-    pos = graph_layout(graph)
+    pos = {i: (x, _ROW * y) for i, (x, y) in graph_layout(graph).items()}
     ncols = int(max(x for x, _ in pos.values())) + 1
     nrows = max(sum(1 for x, _ in pos.values() if x == c) for c in range(ncols))
     fig = None
     if ax is None:
-        fig, ax = plt.subplots(figsize=(max(6.0, 1.9 * ncols), max(3.0, 1.6 * nrows + 1)))
-    styles = {
-        "input": dict(boxstyle="round,pad=0.35", fc="#dde8f7", ec="#35608f"),
-        "const": dict(boxstyle="round,pad=0.25", fc="#f2f2f2", ec="#999999"),
-        "op": dict(boxstyle="circle,pad=0.3", fc="white", ec="black"),
-    }
+        size = (max(6.0, 1.9 * ncols), max(3.2, 1.15 * _ROW * nrows + 1.0))
+        fig, ax = plt.subplots(figsize=size)
+    cards = {n.id: _card(ax, n, *pos[n.id]) for n in graph.nodes}
     for n in graph.nodes:
         for i in n.inputs:
-            ax.annotate(
-                "",
-                xy=pos[n.id],
-                xytext=pos[i],
-                arrowprops=dict(arrowstyle="->", color="#555555", shrinkA=16, shrinkB=16),
+            arrow = dict(
+                arrowstyle="-|>",
+                color="#555555",
+                lw=1.0,
+                shrinkA=0,
+                shrinkB=1,
+                patchA=cards[i],
+                patchB=cards[n.id],
+                mutation_scale=12,
+                # an edge that skips columns bends a little, away from the cards it passes
+                connectionstyle=f"arc3,rad={0.12 if pos[n.id][0] - pos[i][0] > 1 else 0}",
             )
-    for n in graph.nodes:
-        x, y = pos[n.id]
-        size = 8 if n.kind == "const" else 10
-        ax.text(x, y, n.symbol, ha="center", va="center", fontsize=size, bbox=styles[n.kind])
-        ax.text(x, y + 0.3, n.value_label, ha="center", va="bottom", color="green", fontsize=9)
-        if n.grad is not None:
-            ax.text(x, y - 0.3, n.grad_label, ha="center", va="top", color="red", fontsize=9)
+            ax.annotate("", xy=pos[n.id], xytext=pos[i], arrowprops=arrow, zorder=1)
     ys = [y for _, y in pos.values()]
-    ax.set_xlim(-0.6, ncols - 0.4)
-    ax.set_ylim(min(ys) - 0.7, max(ys) + 0.7)
+    ax.set_xlim(-0.5, ncols - 0.5)
+    ax.set_ylim(min(ys) - 0.6, max(ys) + 0.6)
     ax.set_axis_off()
-    ax.set_title(title or "forward values (green), backward ∂f/∂node (red)")
+    if title:
+        ax.set_title(title)
+    _graph_key(ax, graph)
     if fig is None:
         return ax
     return save(fig, path)
@@ -155,6 +215,7 @@ def grad_norms(norms, path, *, title: str = "", logy: bool = True):
         if logy:
             ax.set_yscale("log")
         ax.set_ylabel("‖∂L/∂θ‖ of the layer")
+        ax.set_xlabel("layer, from the input to the output")
         ax.set_title(name)
     if len(panels) > 1 and title:
         fig.suptitle(title)

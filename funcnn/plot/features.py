@@ -12,7 +12,9 @@ __all__ = ["filters", "feature_maps"]
 def _grid_axes(plt, n: int, columns: int, size: float = 1.2):
     columns = max(1, min(columns, n))
     rows = -(-n // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(size * columns, size * rows + 0.4))
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(size * columns, size * rows + 1.0)
+    )  # + title, caption
     axes = np.atleast_1d(axes).ravel()
     for ax in axes:
         ax.set_xticks([])
@@ -60,6 +62,8 @@ def filters(w, path, *, title: str = "first-layer filters", columns: int = 8):
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(title)
+    scale = "black its smallest weight, white its largest" if w.shape[2] != 3 else "RGB"
+    fig.supxlabel(f"each filter scaled to its own range ({scale})", fontsize=8)
     return save(fig, path)
 
 
@@ -93,7 +97,7 @@ def feature_maps(maps, path, *, image=None, max_channels: int = 8, title: str = 
         raise ValueError("plot.feature_maps: maps must be a non-empty list of (name, (H, W, C))")
     lead = image is not None
     columns = lead + min(max_channels, max(y.shape[2] for _, y in maps))
-    fig, axes = plt.subplots(len(maps), columns, figsize=(1.3 * columns, 1.4 * len(maps) + 0.4))
+    fig, axes = plt.subplots(len(maps), columns, figsize=(1.3 * columns, 1.4 * len(maps) + 0.8))
     axes = np.asarray(axes).reshape(len(maps), columns)
     for ax in axes.ravel():
         ax.axis("off")
@@ -109,4 +113,6 @@ def feature_maps(maps, path, *, image=None, max_channels: int = 8, title: str = 
             ax.set_title(f"{name}[{c}]", fontsize=8)
     if title:
         fig.suptitle(title)
+    fig.supxlabel("each map scaled to its own range: dark its smallest value, yellow its largest",
+                  fontsize=8)  # fmt: skip
     return save(fig, path)

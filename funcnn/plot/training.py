@@ -11,6 +11,26 @@ from .figures import require_matplotlib, save
 __all__ = ["curves", "curve_panels", "loss_vs_steps_and_time"]
 
 
+def _quantity(names: Sequence[str], fallback: str) -> str:
+    """What the curves measure, read from their names: ``"loss"`` for ``loss`` and
+    ``val_loss``, ``"accuracy"``, both, or ``fallback`` when the names do not say."""
+    kinds = {"loss" if "loss" in n else "accuracy" if "acc" in n else None for n in names}
+    return {
+        frozenset({"loss"}): "loss",
+        frozenset({"accuracy"}): "accuracy",
+        frozenset({"loss", "accuracy"}): "loss and accuracy",
+    }.get(frozenset(kinds), fallback)
+
+
+def _epochs(ax, xlabel: str) -> None:
+    """Whole numbers on an epoch (or step) axis: no epoch 1.25."""
+    plt = require_matplotlib()
+    ax.set_xlabel(xlabel)
+    ax.xaxis.set_major_locator(
+        plt.matplotlib.ticker.MaxNLocator(integer=True, steps=[1, 2, 2.5, 5, 10])
+    )
+
+
 def curves(
     history: dict[str, list[float]],
     path,
@@ -18,6 +38,7 @@ def curves(
     keys: Sequence[str] | None = None,
     title: str = "",
     logy: bool = False,
+    ylabel: str | None = None,
 ):
     """Training curves: one line per history key against the epoch (1, 2, ...).
 
@@ -27,6 +48,8 @@ def curves(
       keys: which names to draw; default all.
       title: the figure's title.
       logy: a logarithmic y axis.
+      ylabel: the y axis' label; by default read from the keys (``"loss"`` for ``loss`` and
+        ``val_loss``, ``"accuracy"``), else the title.
 
     Returns:
       the saved path.
@@ -40,9 +63,11 @@ def curves(
     """
     plt = require_matplotlib()
     fig, ax = plt.subplots(figsize=(6, 4))
-    for k in keys or list(history):
+    keys = list(keys or history)
+    for k in keys:
         ax.plot(np.arange(1, len(history[k]) + 1), history[k], label=k)
-    ax.set_xlabel("epoch")
+    _epochs(ax, "epoch")
+    ax.set_ylabel(ylabel or _quantity(keys, title or "value"))
     if logy:
         ax.set_yscale("log")
     ax.set_title(title)
@@ -58,6 +83,7 @@ def curve_panels(
     mark_label: str = "early stopping",
     xlabel: str = "epoch",
     logy: bool = False,
+    ylabel: str = "loss",
 ):
     """Training curves in one row of panels, one panel per ``(title, {label: values})``.
 
@@ -71,6 +97,7 @@ def curve_panels(
       mark_label: the legend of a mark given as a bare epoch.
       xlabel: the x axis' label.
       logy: logarithmic y axes.
+      ylabel: the y axes' label.
 
     Returns:
       the saved path.
@@ -94,7 +121,8 @@ def curve_panels(
         if mark is not None:
             epoch, label = mark if isinstance(mark, tuple) else (mark, mark_label)
             ax.axvline(epoch, color="k", linestyle="--", linewidth=1, label=label)
-        ax.set_xlabel(xlabel)
+        _epochs(ax, xlabel)
+        ax.set_ylabel(ylabel)
         if logy:
             ax.set_yscale("log")
         ax.set_title(title)

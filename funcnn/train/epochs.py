@@ -25,7 +25,7 @@ from .evaluation import evaluate_in_chunks
 from .programs import Programs
 from .settings import Settings
 from .state import Checkpoints, RunState
-from .step import raise_at_first_nonfinite
+from .step import check_finite_start, raise_at_first_nonfinite
 
 
 class Run(NamedTuple):
@@ -48,8 +48,10 @@ class Run(NamedTuple):
 
 def train_epochs(run: Run, state: RunState) -> None:
     """Run epochs from ``state``'s position until ``epochs`` or early stopping, with a
-    progress bar when asked for."""
+    progress bar when asked for; refuse first params that are not finite (under a guard:
+    :func:`~funcnn.train.step.check_finite_start`)."""
     settings = run.settings
+    check_finite_start(state.params, state.model_state, settings.on_nonfinite)
     bar = progress_bar(settings.epochs, settings.progress, min(state.epochs_run, settings.epochs))
     try:
         while state.epoch < settings.epochs and not state.stopped:

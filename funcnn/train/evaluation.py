@@ -96,5 +96,6 @@ def evaluate(
         raise ValueError("evaluate: pass loss=..., the model carries none")
     batch_size = checks.positive_int(batch_size, "evaluate: batch_size")
     state = check_state(model, state, "evaluate")
-    fn = eval_function(stateful_apply(model), loss, default_metrics(metric, metrics))
+    metrics = default_metrics(metric, metrics, "evaluate: metrics")
+    fn = eval_function(stateful_apply(model), loss, metrics)
     return evaluate_in_chunks(fn, params, state, x, y, batch_size)

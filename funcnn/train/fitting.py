@@ -195,8 +195,12 @@ def fit(
     programs = epoch_programs(settings, x, y)
     eval_fn = validation_function(settings)
     run_state = start_state(settings, params, opt_state, model_state)
-    checkpoints = open_checkpoints(settings, run_state)  # resumes into run_state
-    train_epochs(Run(settings, programs, xs, ys, eval_fn, checkpoints), run_state)
+    checkpoints = open_checkpoints(settings, run_state, x, y)  # locks; resumes into run_state
+    try:
+        train_epochs(Run(settings, programs, xs, ys, eval_fn, checkpoints), run_state)
+    finally:
+        if checkpoints is not None:
+            checkpoints.close()  # the folder's lock, released on an error too
     params, model_state = early_stopping.final_params(settings, run_state)
     return FitResult(
         params,

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 
 import jax
 
+from .. import checks
 from ..core import Layer, Model
 
 Metrics = Mapping[str, Callable[[jax.Array, jax.Array], jax.Array]]
@@ -65,12 +66,21 @@ def _passing_state(apply: Callable) -> Callable:
     return apply_with_state
 
 
-def default_metrics(metric: Callable | None, metrics: Metrics | None) -> dict[str, Callable]:
+def default_metrics(
+    metric: Callable | None, metrics: Metrics | None, argument: str = "metrics"
+) -> dict[str, Callable]:
     """``metrics`` as a dict; when not given, ``{"accuracy": metric}`` (or ``{}``).
+
+    ``metrics`` must map names to functions ``fn(outputs, targets)``; anything else (a list
+    of functions, say) is a ``TypeError`` naming ``argument`` (``"fit: metrics"``).
 
     >>> default_metrics(None, None), default_metrics(abs, None), default_metrics(abs, {})
     ({}, {'accuracy': <built-in function abs>}, {})
+    >>> default_metrics(None, [abs], "fit: metrics")
+    Traceback (most recent call last):
+    ...
+    TypeError: fit: metrics must be a dict of name -> fn(outputs, targets), ...; got a list
     """
     if metrics is None:
         return {"accuracy": metric} if metric is not None else {}
-    return dict(metrics)
+    return checks.named_functions(metrics, argument)

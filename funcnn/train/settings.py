@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .. import checks
+from .. import checks, losses
 from ..core import Layer
 from ..core.layer import stateful_path
 from ..data import check_xy
@@ -146,7 +146,7 @@ def check_fit_arguments(
     apply = stateful_apply(model)
     x, y = check_xy(x, y, "fit")
     loss, optimizer = _loss_and_optimizer(loss or default_loss, optimizer)
-    metrics = default_metrics(metric, metrics)
+    metrics = default_metrics(metric, metrics, "fit: metrics")
     epochs = checks.positive_int(epochs, "fit: epochs")
     batch_size = checks.positive_int(batch_size, "fit: batch_size", allow_none=True)
     patience = checks.positive_int(patience, "fit: patience", allow_none=True)
@@ -254,26 +254,45 @@ def _traced_output(apply, loss, treedef, leaves, x_spec, y_spec):
 
 
 def check_labels(settings: Settings, params, state, x: np.ndarray, y: np.ndarray) -> None:
-    """Trace the model and loss on one example (no compile) and check class labels.
+    """Trace the model and loss on one example (no compile) and check the targets ``y`` and,
+    with validation data, ``y_val``, against the model's outputs and the loss.
 
-    Integer targets ``y`` for ``c > 1`` outputs must be labels in ``[0, c)``. The trace is
-    cached by the model, loss and shapes, so a repeated ``fit`` costs nothing.
+    Integer targets for ``c > 1`` outputs must be class labels in ``[0, c)``, whatever the
+    loss; the targets of a loss of :mod:`funcnn.losses` must lie in its domain
+    (:func:`funcnn.losses.check_targets`: binary labels in ``[0, 1]`` for the binary
+    cross-entropies, ...). The trace is cached by the model, loss and shapes, so a repeated
+    ``fit`` costs nothing.
     """
+    out = _output(settings, params, state, x, y)
+    _check_targets(settings.loss, y, out.shape, "y")
+    if settings.validation is not None:
+        x_val, y_val = settings.validation
+        out_val = _output(settings, params, state, x_val, y_val)
+        _check_targets(settings.loss, y_val, out_val.shape, "y_val")
+
+
+def _output(settings: Settings, params, state, x: np.ndarray, y: np.ndarray):
+    """The model's output (shape and dtype) on one example of ``x``, the loss traced on it."""
     leaves, treedef = jax.tree_util.tree_flatten((params, state))
     specs = tuple((np.shape(a), jnp.result_type(a)) for a in leaves)
     x_spec, y_spec = ((1,) + x.shape[1:], x.dtype), ((1,) + y.shape[1:], y.dtype)
     trace_args = (settings.apply, settings.loss, treedef, specs, x_spec, y_spec)
     try:
-        out = _traced_output(*trace_args)
+        return _traced_output(*trace_args)
     except TypeError as err:
         if "unhashable" not in str(err):
             raise
-        out = _traced_output.__wrapped__(*trace_args)
-    if np.issubdtype(y.dtype, np.integer) and len(out.shape) == y.ndim + 1 and out.shape[-1] > 1:
-        c = out.shape[-1]
+        return _traced_output.__wrapped__(*trace_args)
+
+
+def _check_targets(loss, y: np.ndarray, out_shape: tuple, name: str) -> None:
+    """Class labels for ``c > 1`` outputs, then the loss's own domain."""
+    if np.issubdtype(y.dtype, np.integer) and len(out_shape) == y.ndim + 1 and out_shape[-1] > 1:
+        c = out_shape[-1]
         lo, hi = int(y.min()), int(y.max())
         if lo < 0 or hi >= c:
             raise ValueError(
-                f"fit: y holds class labels in [{lo}, {hi}], but the model has {c} outputs; "
-                f"expected labels in [0, {c})"
+                f"fit: {name} holds class labels in [{lo}, {hi}], but the model has {c} "
+                f"outputs; expected labels in [0, {c})"
             )
+    losses.check_targets(loss, y, out_shape, "fit", name)

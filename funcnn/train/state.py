@@ -11,17 +11,26 @@ saves it to a folder and restores it from there:
 
 Each save is atomic (:func:`funcnn.checkpoint.save`), so a run killed at any point leaves
 the last complete checkpoint, and resuming from it ends bit-identical to an unbroken run.
+A damaged checkpoint is skipped with a warning, for the newest one that reads. The folder
+is locked for the run's life (:class:`funcnn.checkpoint.FolderLock`): a second run on it is
+refused. Each checkpoint carries the run's configuration (:func:`run_config`): a resumed run
+must have the same ``n``, ``batch_size``, ``shuffle``, data and optimizer.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import math
 import warnings
+import zlib
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from .. import checkpoint
 from .settings import Settings
@@ -114,14 +123,21 @@ class Checkpoints:
     and ``best.npz``, the state after the best epoch by the monitored quantity.
 
     ``every`` is ``checkpoint_every`` (``None``: at every epoch end); ``config`` the
-    settings a resumed run must share: ``n``, ``batch_size`` and ``shuffle``.
+    settings a resumed run must share (:func:`run_config`). Opening takes the folder's lock
+    (a second run is refused with :class:`funcnn.checkpoint.FolderLockedError`) and only
+    then removes the temporary files of a run killed mid-write; :meth:`close` releases it.
     """
 
     def __init__(self, folder: Path, keep: int, every: int | None, config: dict):
         self.folder, self.keep, self.every, self.config = folder, keep, every, config
         folder.mkdir(parents=True, exist_ok=True)
+        self.lock = checkpoint.FolderLock(folder, "fit: checkpoint_dir")
         for stale in folder.glob(".*.npz.*.tmp"):  # left by a run killed mid-write
             stale.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Release the folder's lock (the end of the run, or an error)."""
+        self.lock.release()
 
     def steps(self) -> list[tuple[int, Path]]:
         """The step checkpoints ``(g, path)``, oldest first."""
@@ -155,16 +171,15 @@ class Checkpoints:
     def restore(self, state: RunState, stacklevel: int = 1) -> bool:
         """Load the newest readable checkpoint into ``state``; False if there is none.
 
-        An unreadable one is skipped with a warning; ``stacklevel`` counts as in
-        :func:`warnings.warn`, from the caller of this method.
+        An unreadable one (any :class:`funcnn.checkpoint.CheckpointError`, whether its
+        header or only its data is damaged) is skipped with a warning; ``stacklevel``
+        counts as in :func:`warnings.warn`, from the caller of this method. A readable one
+        of another run (:meth:`check_same_run`) is an error.
         """
         where = f"fit: checkpoint_dir {str(self.folder)!r}"
         for _, path in reversed(self.steps()):
-            try:
-                meta = checkpoint.load_meta(path)
-            except ValueError as err:
-                message = f"{where}: skipping an unreadable checkpoint: {err}"
-                warnings.warn(message, stacklevel=stacklevel + 1)
+            meta = self._readable(path, self._meta, stacklevel)
+            if meta is None:
                 continue
             self.check_same_run(meta, state)
             like = state.tree()
@@ -172,14 +187,34 @@ class Checkpoints:
                 like["best_params"] = state.params
                 if state.model_state:
                     like["best_model_state"] = state.model_state
-            state.restore(checkpoint.load(path, like=like), meta)
-            return True
+            load = functools.partial(checkpoint.load, like=like)
+            tree = self._readable(path, load, stacklevel)
+            if tree is not None:
+                state.restore(tree, meta)
+                return True
         if self.steps():
             raise ValueError(f"{where}: no readable checkpoint to resume from")
         return False
 
+    def _readable(self, path: Path, read, stacklevel: int):
+        """``read(path)``, or ``None`` with a warning when the file is damaged."""
+        try:
+            return read(path)
+        except checkpoint.CheckpointError as err:
+            where = f"fit: checkpoint_dir {str(self.folder)!r}"
+            message = f"{where}: skipping an unreadable checkpoint: {err}"
+            warnings.warn(message, stacklevel=stacklevel + 2)
+            return None
+
+    @staticmethod
+    def _meta(path: Path) -> dict[str, Any]:
+        meta = checkpoint.load_meta(path)
+        check_run_meta(meta, f"fit: {str(path)!r}")
+        return meta
+
     def check_same_run(self, meta: dict[str, Any], state: RunState) -> None:
-        """The saved run has this run's ``n``, ``batch_size``, ``shuffle`` and history."""
+        """The saved run has this run's ``n``, ``batch_size``, ``shuffle``, history, data
+        and optimizer (the last two when the checkpoint records them)."""
         where = f"fit: checkpoint_dir {str(self.folder)!r}"
         for name in ("n", "batch_size", "shuffle"):
             if meta["config"][name] != self.config[name]:
@@ -192,25 +227,213 @@ class Checkpoints:
                 f"{where}: the saved run recorded {sorted(meta['history'])}, this call "
                 f"records {sorted(state.history)}; pass the same metrics and validation_data"
             )
+        check_same_config(meta["config"], self.config, where)
 
 
-def open_checkpoints(settings: Settings, state: RunState) -> Checkpoints | None:
-    """The run's checkpoint folder (``None`` without ``checkpoint_dir``).
+_META_TYPES = {"epoch": int, "step": int, "wait": int, "epochs_run": int, "stopped": bool}
+_META_TYPES |= {"history": dict, "sizes": list, "finite": list, "logs": dict}
+_META_TYPES |= {"config": dict, "has_best_params": bool}
 
-    With ``resume``, the newest checkpoint there is loaded into ``state`` (an empty folder
-    starts afresh); without, a folder that holds checkpoints is refused.
+
+def check_run_meta(meta: dict[str, Any], where: str) -> None:
+    """A checkpoint's meta is one ``fit`` wrote: every field there, of its type; else a
+    :class:`funcnn.checkpoint.CheckpointError` (the file is skipped like a damaged one).
+
+    >>> try:
+    ...     check_run_meta({"epoch": 3}, "fit: 'ck.npz'")
+    ... except checkpoint.CheckpointError as err:
+    ...     print(err)
+    fit: 'ck.npz': not a checkpoint of fit (its meta lacks or garbles step)
+    """
+    bad = [name for name, kind in _META_TYPES.items() if not isinstance(meta.get(name), kind)]
+    bad += [name for name in ("best_value", "best_epoch") if name not in meta]
+    config = meta.get("config")
+    if isinstance(config, dict):
+        bad += [f"config.{k}" for k in ("n", "batch_size", "shuffle") if k not in config]
+    if bad:
+        raise checkpoint.CheckpointError(
+            f"{where}: not a checkpoint of fit (its meta lacks or garbles {bad[0]})"
+        )
+
+
+# ------------------------------------------------------------ what a resumed run must share
+
+
+def run_config(settings: Settings, params, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """What a checkpoint records of its run, and a resumed run must match: ``n``,
+    ``batch_size``, ``shuffle``, the data's fingerprint (:func:`data_fingerprint`) and the
+    optimizer's (:func:`optimizer_fingerprint`)."""
+    arrays = {"x": x, "y": y}
+    if settings.validation is not None:
+        arrays |= {"x_val": settings.validation[0], "y_val": settings.validation[1]}
+    return {
+        "n": settings.n,
+        "batch_size": settings.batch_size,
+        "shuffle": settings.shuffle,
+        "data": data_fingerprint(arrays),
+        "optimizer": optimizer_fingerprint(settings.optimizer, params),
+    }
+
+
+def data_fingerprint(arrays: dict[str, Any]) -> dict[str, list]:
+    """``{name: [shape, dtype, CRC-32 of the bytes]}`` of each array.
+
+    The CRC-32 covers every byte (``zlib.crc32`` runs at several GB/s, so this costs a
+    fraction of putting the data on the device): another dataset of the same shape, or the
+    same one shuffled or changed in one value, has another fingerprint.
+
+    >>> data_fingerprint({"x": np.zeros((2, 3), np.float32)})
+    {'x': [[2, 3], 'float32', 2747386400]}
+    """
+    out = {}
+    for name, a in arrays.items():
+        a = np.ascontiguousarray(a)
+        out[name] = [list(a.shape), a.dtype.name, zlib.crc32(a.reshape(-1).view(np.uint8))]
+    return out
+
+
+def optimizer_fingerprint(optimizer: optax.GradientTransformation, params) -> list | None:
+    """What tells one optimizer from another, hyperparameters and schedule included: a
+    summary of its first three updates on a small probe; ``None`` when it cannot run there.
+
+    The probe is one ``2 × 3`` leaf (or, for an optimizer that needs the structure of
+    ``params``, such as ``optax.multi_transform``, that structure with each leaf cut to at
+    most 2 along each axis), with fixed values ``θ_0`` and gradients
+    ``g_t = (t + 1) cos((t + 2) θ_t)``. Step ``t``'s updates ``u`` (all leaves, flattened)
+    give ``Σ_i w_i max(u_i, 0)`` and ``Σ_i w_i max(−u_i, 0)`` with fixed weights
+    ``w_i = 1 + i / m``: six numbers, compared to a relative 1e-4 (:func:`same_optimizer`).
+    It runs on the CPU where there is one, op by op: a few milliseconds once its
+    operations are compiled (the first time in a process, under a second).
+
+    >>> params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
+    >>> adam = optimizer_fingerprint(optax.adam(1e-3), params)
+    >>> [same_optimizer(adam, optimizer_fingerprint(o, params))
+    ...  for o in (optax.adam(1e-3), optax.adam(2e-3), optax.sgd(1e-3))]
+    [True, False, False]
+    """
+    try:
+        with _on_cpu():
+            try:
+                steps = _probe_updates(optimizer, _probe_leaf((2, 3), np.float32, 0))
+            except Exception:  # an optimizer bound to the structure of the params
+                leaves, treedef = jax.tree_util.tree_flatten(params)
+                probe = [_probe_leaf(np.shape(a), _dtype(a), i) for i, a in enumerate(leaves)]
+                steps = _probe_updates(optimizer, jax.tree_util.tree_unflatten(treedef, probe))
+            steps = jax.device_get(steps)
+    except Exception:  # an optimizer that needs more than (grads, state, params)
+        return None
+    return [value for updates in steps for value in _update_summary(updates)]
+
+
+def _on_cpu():
+    try:
+        return jax.default_device(jax.devices("cpu")[0])
+    except RuntimeError:  # no CPU backend: the default device
+        return contextlib.nullcontext()
+
+
+def _probe_updates(optimizer: optax.GradientTransformation, probe) -> list:
+    """The updates of three steps of ``optimizer`` from ``probe``."""
+    opt_state, steps = optimizer.init(probe), []
+    for t in range(3):
+        grads = jax.tree_util.tree_map(lambda p, t=t: (t + 1) * jnp.cos((t + 2) * p), probe)
+        updates, opt_state = optimizer.update(grads, opt_state, probe)
+        probe = optax.apply_updates(probe, updates)
+        steps.append(updates)
+    return steps
+
+
+def _dtype(leaf) -> np.dtype:
+    dtype = getattr(leaf, "dtype", np.float32)
+    return dtype if jnp.issubdtype(dtype, jnp.floating) else np.float32
+
+
+def _probe_leaf(shape: tuple[int, ...], dtype, i: int) -> jax.Array:
+    """``θ_0``: ``0.5 + 0.25 sin(1 + k + 7i)`` over the ``k``-th value of leaf ``i``, each
+    axis cut to at most 2."""
+    shape = tuple(min(d, 2) for d in shape)
+    values = 0.5 + 0.25 * np.sin(1.0 + np.arange(math.prod(shape)) + 7 * i)
+    return jnp.asarray(values.reshape(shape), dtype)
+
+
+def _update_summary(updates) -> list[float]:
+    leaves = [np.ravel(np.asarray(u, np.float64)) for u in jax.tree_util.tree_leaves(updates)]
+    u = np.concatenate(leaves) if leaves else np.zeros(0)
+    w = 1.0 + np.arange(u.size) / max(u.size, 1)
+    return [float(w @ np.maximum(u, 0.0)), float(w @ np.maximum(-u, 0.0))]
+
+
+def same_optimizer(saved: list | None, now: list | None) -> bool:
+    """Two optimizer fingerprints agree to a relative 1e-4 (``True`` when either is
+    ``None``: the optimizer could not be probed, or the checkpoint predates fingerprints).
+
+    >>> same_optimizer([1.0, 2e-3], [1.0 + 1e-7, 2e-3]), same_optimizer([1.0], [2.0])
+    (True, False)
+    """
+    if saved is None or now is None:
+        return True
+    a, b = np.asarray(saved, np.float64), np.asarray(now, np.float64)
+    if a.shape != b.shape:
+        return False
+    scale = float(np.nanmax(np.abs(np.concatenate([a, b])), initial=0.0))
+    return bool(np.allclose(a, b, rtol=1e-4, atol=1e-6 * scale, equal_nan=True))
+
+
+def check_same_config(saved: dict[str, Any], config: dict[str, Any], where: str) -> None:
+    """The saved run's data and optimizer fingerprints match this run's; a checkpoint
+    without them (written before fingerprints) passes."""
+    saved_data, data = saved.get("data"), config["data"]
+    if isinstance(saved_data, dict) and saved_data != data:
+        names = sorted(set(saved_data) | set(data))
+        name = next(k for k in names if saved_data.get(k) != data.get(k))
+        raise ValueError(
+            f"{where}: the saved run trained on other data: {name} was "
+            f"{_describe(saved_data.get(name))}, this call's is {_describe(data.get(name))}; "
+            "resume with the same x, y and validation_data"
+        )
+    if "optimizer" in saved and not same_optimizer(saved["optimizer"], config["optimizer"]):
+        raise ValueError(
+            f"{where}: the saved run used another optimizer (its first updates on a probe "
+            f"summed to {_rounded(saved['optimizer'])}, this call's to "
+            f"{_rounded(config['optimizer'])}); resume with the same optimizer, learning rate "
+            "and schedule"
+        )
+
+
+def _describe(fingerprint: list | None) -> str:
+    if not isinstance(fingerprint, list) or len(fingerprint) != 3:
+        return "absent"
+    shape, dtype, crc = fingerprint
+    return f"{dtype}{tuple(shape)} with CRC-32 {crc}"
+
+
+def _rounded(values: list | None) -> str:
+    return "nothing" if values is None else str([float(f"{v:.4g}") for v in values])
+
+
+def open_checkpoints(settings: Settings, state: RunState, x, y) -> Checkpoints | None:
+    """The run's checkpoint folder (``None`` without ``checkpoint_dir``), locked for the run:
+    the caller closes it (:meth:`~Checkpoints.close`) at the end, error or not.
+
+    With ``resume``, the newest readable checkpoint there is loaded into ``state`` (an empty
+    folder starts afresh) after checking that it is a checkpoint of this run (same settings,
+    data ``x``, ``y`` and optimizer); without, a folder that holds checkpoints is refused.
     """
     if settings.checkpoint_dir is None:
         return None
-    config = {"n": settings.n, "batch_size": settings.batch_size, "shuffle": settings.shuffle}
+    config = run_config(settings, state.params, x, y)
     runs = Checkpoints(
         settings.checkpoint_dir, settings.keep_checkpoints, settings.checkpoint_every, config
     )
-    if settings.resume:
-        runs.restore(state, stacklevel=3)  # here (1) <- fit (2) <- fit's caller (3)
-    elif runs.steps():
-        raise ValueError(
-            f"fit: checkpoint_dir {str(settings.checkpoint_dir)!r} already holds checkpoints; "
-            "pass resume=True to continue that run, or give an empty folder"
-        )
+    try:
+        if settings.resume:
+            runs.restore(state, stacklevel=3)  # here (1) <- fit (2) <- fit's caller (3)
+        elif runs.steps():
+            raise ValueError(
+                f"fit: checkpoint_dir {str(settings.checkpoint_dir)!r} already holds "
+                "checkpoints; pass resume=True to continue that run, or give an empty folder"
+            )
+    except BaseException:
+        runs.close()
+        raise
     return runs

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .. import compiler
+from .. import checks, compiler
 from ..core import Layer
 from ..core.layer import stateful_path
 from .model import Metrics, stateful_apply
@@ -33,7 +33,9 @@ class NonFiniteError(FloatingPointError):
     """:func:`fit` met a non-finite loss, gradient or updated params.
 
     ``epoch`` and ``step`` (both counted from 0) locate the first bad step; ``params`` and
-    ``opt_state`` are the last finite ones, from just before that step.
+    ``opt_state`` are the last finite ones, from just before that step. There always are
+    some: ``fit`` refuses to start from params that are not finite (a ``ValueError`` naming
+    the first non-finite leaf, see :func:`check_finite_start`).
 
     >>> err = NonFiniteError("fit: non-finite loss", epoch=0, step=3, params={}, opt_state=())
     >>> err.epoch, err.step, isinstance(err, FloatingPointError)
@@ -77,6 +79,46 @@ def raise_at_first_nonfinite(
         opt_state=opt_state,
         state=state,
     )
+
+
+def check_finite_start(params: Any, state: Any, guard: str) -> None:
+    """Refuse to train from ``params`` (or a model ``state``) holding a ``nan`` or ``inf``.
+
+    Under a guard (``"raise"``, ``"skip"``) no update from such params is ever applied: the
+    run could not move, and a :class:`NonFiniteError` would have no finite params to carry.
+    So ``fit`` raises a ``ValueError`` before the first step instead, naming the first
+    non-finite leaf. ``"ignore"`` checks nothing. One compiled reduction, one host read.
+
+    >>> import jax.numpy as jnp
+    >>> check_finite_start({"w": jnp.ones(2)}, {}, "raise")
+    >>> check_finite_start({"w": jnp.array([1.0, jnp.nan])}, {}, "raise")
+    Traceback (most recent call last):
+    ...
+    ValueError: fit: the params to train from are not finite: params['w'] holds nan or inf. ...
+    """
+    if guard == "ignore":
+        return
+    for what, tree in (("params", params), ("state", state)):
+        flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+        flags = np.asarray(jax.device_get(_finite_leaves([leaf for _, leaf in flat])), bool)
+        if not flags.all():
+            where = what + jax.tree_util.keystr(flat[int(np.argmin(flags))][0])
+            raise ValueError(
+                f"fit: the {what} to train from are not finite: {where} holds nan or inf. No "
+                f"step could be applied from them, and there would be no finite {what} to fall "
+                "back on: initialize them again (model.init), load a good checkpoint, or pass "
+                "on_nonfinite='ignore' to train unchecked"
+            )
+
+
+@jax.jit
+def _finite_leaves(leaves: list) -> jax.Array:
+    """``[all(isfinite(leaf)) for leaf in leaves]`` (True for leaves that are not inexact)."""
+    flags = [
+        jnp.all(jnp.isfinite(leaf)) if jnp.issubdtype(leaf.dtype, jnp.inexact) else True
+        for leaf in leaves
+    ]
+    return jnp.stack([jnp.asarray(f) for f in flags]) if flags else jnp.ones(0, bool)
 
 
 def all_finite(*trees) -> jax.Array:
@@ -175,7 +217,8 @@ def train_step(
             f"train_step: {stateful_path(apply)} keeps state; use train_step_with_state, "
             "whose step takes and returns the state beside the params"
         )
-    inner = make_step(stateful_apply(apply), loss, optimizer, dict(metrics or {}))
+    metrics = checks.named_functions(metrics or {}, "train_step: metrics")
+    inner = make_step(stateful_apply(apply), loss, optimizer, metrics)
 
     def step(params, opt_state, batch, key=None):
         x, y = batch
@@ -225,7 +268,8 @@ def train_step_with_state(
     (['mean', 'var'], ['loss'])
     """
     check_optimizer(optimizer, "train_step_with_state")
-    inner = make_step(stateful_apply(model), loss, optimizer, dict(metrics or {}))
+    metrics = checks.named_functions(metrics or {}, "train_step_with_state: metrics")
+    inner = make_step(stateful_apply(model), loss, optimizer, metrics)
 
     def step(params, state, opt_state, batch, key=None):
         x, y = batch
