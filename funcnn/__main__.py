@@ -77,10 +77,11 @@ def _parser() -> argparse.ArgumentParser:
 def _port(text: str) -> int:
     """``--port``: an int in ``[0, 65535]`` (:func:`funcnn.checks.port`); anything else is a
     usage error, not a traceback."""
+    value: int | str = text
     try:
         value = int(text)
     except ValueError:
-        value = text
+        pass
     try:
         return checks.port(value)
     except ValueError as e:

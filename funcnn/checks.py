@@ -23,7 +23,7 @@ import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import jax
 import jax.numpy as jnp
@@ -54,6 +54,18 @@ def is_int(value: Any) -> bool:
     (True, True, False, False)
     """
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+@overload
+def positive_int(
+    value: Any, argument: str, *, allow_none: Literal[False] = False, minimum: int = 1
+) -> int: ...
+
+
+@overload
+def positive_int(
+    value: Any, argument: str, *, allow_none: bool, minimum: int = 1
+) -> int | None: ...
 
 
 def positive_int(

@@ -138,7 +138,9 @@ class _Jitted:
     the jitted function (``lower``, ``trace``, ``eval_shape``, ...) is passed through."""
 
     def __init__(self, fun: Callable, kwargs: dict[str, Any]):
-        self._fun, self._kwargs, self._jitted, self._nested = fun, kwargs, None, None
+        self._fun, self._kwargs = fun, kwargs
+        self._jitted: Any = None  # jax.jit of fun with funcnn's options, built on first use
+        self._nested: Any = None  # the same without options, inside another transformation
         functools.update_wrapper(self, fun)
 
     def _build(self) -> Any:

@@ -109,7 +109,7 @@ def spatial_padding(padding: Padding, argument: str = "padding") -> str | tuple:
             raise ValueError(f"{argument} must be >= 0, got {padding!r}")
         return ((int(padding), int(padding)),) * 2
     try:
-        pairs = tuple(tuple(int(v) for v in side) for side in padding)
+        pairs = tuple(tuple(int(v) for v in side) for side in padding)  # type: ignore[union-attr]  # a bool was refused above
         ok = len(pairs) == 2 and all(len(s) == 2 and min(s) >= 0 for s in pairs)
     except TypeError:
         ok = False
@@ -165,7 +165,7 @@ def conv_output_size(
         lo = hi = int(padding)
     else:
         try:
-            lo, hi = (int(v) for v in padding)
+            lo, hi = (int(v) for v in padding)  # type: ignore[union-attr]  # bools refused above
         except (TypeError, ValueError):
             raise ValueError(
                 f'conv_output_size: padding must be "SAME", "VALID", an int or (lo, hi), '
@@ -248,7 +248,7 @@ def _pool_window(x: Array, window, stride, padding, who: str):
     stride = window if stride is None else checks.int_tuple(stride, f"{who}: stride")
     pad = spatial_padding(padding, f"{who}: padding")
     if isinstance(pad, str):
-        pad = lax.padtype_to_pads(x.shape[1:3], window, stride, pad)
+        pad = tuple(lax.padtype_to_pads(x.shape[1:3], window, stride, pad))
     return (1, *window, 1), (1, *stride, 1), ((0, 0), *pad, (0, 0))
 
 

@@ -257,7 +257,7 @@ def _arg_names(f: Callable, n: int) -> list[str]:
     for i in range(n):
         p = params[i] if i < len(params) else None
         ok = p is not None and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-        names.append(p.name if ok else f"arg{i}")
+        names.append(p.name if ok and p is not None else f"arg{i}")
     return names
 
 
@@ -397,8 +397,9 @@ def trace(f: Callable[..., Any], *args: Any) -> Graph:
             values[i] = v + probes[i] if i in probes else v
         for step in b.steps:
             outs = _bind(step.primitive, step.params, [values[i] for i in step.inputs])
-            for i, o in zip(step.outputs, outs):
-                values[i] = o + probes[i] if i in probes else o
+            for j, o in zip(step.outputs, outs):
+                if j is not None:  # an output nobody reads has no node
+                    values[j] = o + probes[j] if j in probes else o
         y = values[out_id]
         return jnp.sum(y), values
 

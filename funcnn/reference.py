@@ -21,7 +21,7 @@ Notation: a batch of ``n`` row vectors ``x`` of shape ``(n, d)``; ``ỹ`` the ta
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import jax.numpy as jnp
 from jax import Array
@@ -227,10 +227,10 @@ def mlp(params: Params, x: Array, y: Array, activation: str = "tanh") -> tuple[A
 
 def conv_padding(
     padding: str | int | Sequence[tuple[int, int]],
-    in_hw: tuple[int, int],
-    kernel_hw: tuple[int, int],
-    stride: tuple[int, int],
-) -> tuple[tuple[int, int], tuple[int, int]]:
+    in_hw: Sequence[int],
+    kernel_hw: Sequence[int],
+    stride: Sequence[int],
+) -> tuple[tuple[int, int], ...]:
     """Per-side padding ``((top, bottom), (left, right))`` as ``lax.conv_general_dilated`` pads.
 
     ``"VALID"``: none. ``"SAME"``: output ``⌈N/s⌉``, total padding
@@ -244,20 +244,20 @@ def conv_padding(
         if padding.upper() == "VALID":
             return (0, 0), (0, 0)
         if padding.upper() == "SAME":
-            pads = []
+            same: list[tuple[int, int]] = []
             for n, f, s in zip(in_hw, kernel_hw, stride):
                 total = max((-(-n // s) - 1) * s + f - n, 0)
-                pads.append((total // 2, total - total // 2))
-            return tuple(pads)
+                same.append((total // 2, total - total // 2))
+            return tuple(same)
         raise ValueError(f"padding must be 'SAME', 'VALID', an int or pairs, got {padding!r}")
     if isinstance(padding, int) and not isinstance(padding, bool):
         if padding < 0:
             raise ValueError(f"padding must be >= 0, got {padding}")
         return (padding, padding), (padding, padding)
-    pads = tuple(tuple(int(v) for v in p) for p in padding)
-    if len(pads) != 2 or any(len(p) != 2 or min(p) < 0 for p in pads):
+    pairs = tuple(tuple(int(v) for v in p) for p in cast(Sequence[Sequence[int]], padding))
+    if len(pairs) != 2 or any(len(p) != 2 or min(p) < 0 for p in pairs):
         raise ValueError(f"padding pairs must be ((top, bottom), (left, right)), got {padding!r}")
-    return pads
+    return tuple((p[0], p[1]) for p in pairs)
 
 
 def _pad_input(x: Array, w: Array, stride, padding):
@@ -280,7 +280,7 @@ def _correlate(a: Array, k: Array) -> Array:
     """Valid cross-correlation, stride 1: ``out[n,i,j,o] = Σ_{p,q,c} a[n,i+p,j+q,c] k[p,q,c,o]``."""
     kh, kw = k.shape[:2]
     ho, wo = a.shape[1] - kh + 1, a.shape[2] - kw + 1
-    out = 0.0
+    out: Any = 0.0
     for p in range(kh):
         for q in range(kw):
             out = out + a[:, p : p + ho, q : q + wo, :] @ k[p, q]
@@ -308,7 +308,7 @@ def conv2d_forward(
     (1, 2, 2, 2)
     """
     xpad, _, stride, out_hw = _pad_input(x, w, stride, padding)
-    y = 0.0
+    y: Any = 0.0
     for p in range(w.shape[0]):
         for q in range(w.shape[1]):
             y = y + _window(xpad, p, q, out_hw, stride) @ w[p, q]
@@ -397,7 +397,9 @@ def conv2d(
 # ------------------------------------------------------------------------ max pooling
 
 
-def _pool_geometry(x: Array, window, stride):
+def _pool_geometry(
+    x: Array, window, stride
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
     window = checks.int_tuple(window, "window")
     stride = window if stride is None else checks.int_tuple(stride, "stride")
     out_hw = tuple((x.shape[1 + i] - window[i]) // stride[i] + 1 for i in range(2))

@@ -22,7 +22,7 @@ import math
 import os
 import warnings
 import zipfile
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 
 import jax
 import jax.numpy as jnp
@@ -258,7 +258,7 @@ def _read_npy(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str, entry: dic
                 f"{entry['dtype']}{entry['shape']}"
             )
         out = np.empty(math.prod(shape), dtype)
-        view = memoryview(out.reshape(-1).view(np.uint8))
+        view = out.reshape(-1).view(np.uint8).data
         done = len(head) - offset
         view[:done] = head[offset:]
         while done < nbytes:
@@ -272,7 +272,7 @@ def _read_npy(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str, entry: dic
     return out.reshape(shape, order="F" if fortran else "C")
 
 
-def _read_upto(f: BinaryIO, n: int) -> bytes:
+def _read_upto(f: IO[bytes], n: int) -> bytes:
     """At most ``n`` bytes of ``f``, read in bounded chunks."""
     parts, got = [], 0
     while got < n:
@@ -315,6 +315,7 @@ def _restore_kinds(raw: dict[str, np.ndarray], header: dict, where: str) -> dict
     """Extended dtypes viewed back from their raw bits; typed PRNG keys wrapped again."""
     for name, dtype_name in header.get("dtypes", {}).items():
         dtype, bits = extended_dtype(dtype_name), raw[name].dtype
+        assert dtype is not None  # _header refused the names of no extended dtype
         if bits.kind != "u" or bits.itemsize != dtype.itemsize:
             raise CheckpointError(
                 f"{where}: entry {name} holds {bits}, not the raw bits of the header's "
@@ -323,7 +324,8 @@ def _restore_kinds(raw: dict[str, np.ndarray], header: dict, where: str) -> dict
         raw[name] = raw[name].view(dtype)
     for name, impl in header.get("keys", {}).items():
         try:
-            raw[name] = jax.random.wrap_key_data(raw[name], impl=impl)
+            # annotated as taking a jax.Array, it takes any array (jnp.asarray)
+            raw[name] = jax.random.wrap_key_data(cast(jax.Array, raw[name]), impl=impl)
         except Exception as err:  # an unknown implementation, or data of the wrong shape
             raise CheckpointError(
                 f"{where}: entry {name} is no {impl!r} PRNG key ({type(err).__name__}: {err})"

@@ -17,7 +17,7 @@ from pathlib import Path
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no advisory locks
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]  # the module, or None where it is missing
 
 from .. import checks
 

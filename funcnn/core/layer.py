@@ -226,7 +226,8 @@ def assign_names(layers: Sequence[Layer], who: str) -> list[str]:
     dup = {n for n in user if user.count(n) > 1}
     if dup:
         raise ValueError(f"{who}: layer names must be unique, repeated: {sorted(dup)}")
-    taken, counts, names = set(user), {}, []
+    taken, names = set(user), []
+    counts: dict[str, int] = {}
     for layer in layers:
         if layer.name:
             names.append(layer.name)

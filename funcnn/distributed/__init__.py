@@ -159,7 +159,9 @@ def _leaves_rows(batch, who: str) -> int:
     if None in rows or len(rows) != 1:
         shapes = [np.shape(leaf) for leaf in leaves]
         raise ValueError(f"{who}: every array of batch needs the same leading size, got {shapes}")
-    return rows.pop()
+    count = rows.pop()
+    assert count is not None  # refused above
+    return count
 
 
 def shard_batch(batch: Any, mesh: Mesh, *, axis: str = DATA) -> Any:
@@ -196,9 +198,11 @@ def local_rows(batch_size: int, mesh: Mesh, *, axis: str = DATA) -> slice:
     """
     check_divisible(batch_size, mesh, axis=axis, who="local_rows")
     index = batch_sharding(mesh, axis).addressable_devices_indices_map((batch_size,))
-    spans = sorted(
-        {(s[0].start or 0, batch_size if s[0].stop is None else s[0].stop) for s in index.values()}
-    )
+    blocks = set()
+    for s in index.values():
+        assert s is not None  # None only where no global shape is given
+        blocks.add((s[0].start or 0, batch_size if s[0].stop is None else s[0].stop))
+    spans = sorted(blocks)
     start, stop = spans[0][0], spans[-1][1]
     if sum(b - a for a, b in spans) != stop - start:
         raise ValueError(
@@ -386,6 +390,8 @@ def initialize(
         num_processes = int(env[ENV_NUM_PROCESSES])
     if process_id is None and ENV_PROCESS_ID in env:
         process_id = int(env[ENV_PROCESS_ID])
-    if jax.config.jax_cpu_collectives_implementation in (None, "none"):
+    # a flag, made an attribute at runtime: the class declares none for it
+    collectives = jax.config.jax_cpu_collectives_implementation  # type: ignore[attr-defined]
+    if collectives in (None, "none"):
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address, num_processes, process_id, **kwargs)

@@ -67,6 +67,7 @@ def _env(process_id: int, args: argparse.Namespace, local_rank: int) -> dict[str
 
 
 def _pump(process: subprocess.Popen, prefix: str) -> None:
+    assert process.stdout is not None  # the processes are started with stdout=PIPE
     for line in process.stdout:
         sys.stdout.write(f"{prefix}{line}")
         sys.stdout.flush()

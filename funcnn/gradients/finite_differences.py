@@ -74,12 +74,12 @@ class Estimates:
             jax.random.key(key),
         )
 
-    def s(self, theta: Any, rest: Sequence[Any]) -> jax.Array:
-        """``s(θ) = Σ ⟨u, f(θ)⟩`` over the output's leaves."""
+    def s(self, theta: Any, rest: Sequence[Any]) -> jax.Array | int:
+        """``s(θ) = Σ ⟨u, f(θ)⟩`` over the output's leaves (``0`` if it has none)."""
         out = jax.tree_util.tree_leaves(self.probe.call(theta, rest))
         return sum(jnp.sum(a * c) for a, c in zip(out, self.cot))
 
-    def central(self, flat: jax.Array, rest: Sequence[Any], i: jax.Array) -> jax.Array:
+    def central(self, flat: jax.Array, rest: Sequence[Any], i: jax.Array) -> jax.Array | float:
         """``(s(θ + h eᵢ) − s(θ − h eᵢ)) / 2h``."""
         up = self.s(self.unravel(flat.at[i].add(self.eps)), rest)
         down = self.s(self.unravel(flat.at[i].add(-self.eps)), rest)
@@ -151,7 +151,8 @@ def compute(
     """The numbers of :meth:`Estimates.numbers` at ``flat`` as NumPy arrays, and the modes
     skipped with their reasons: compiled when ``jit`` and ``f`` allows, else eagerly."""
     rest = est.probe.rest
-    modes, skipped = set(modes), {}
+    wanted = set(modes)
+    skipped: dict[str, str] = {}
     result = None
     if jit:
         # a fresh jit per attempt, so that a retry without jvp is traced anew
@@ -159,9 +160,9 @@ def compute(
             return compile_jit(lambda fl, r: est.numbers(fl, r, m, jax.lax.map))(flat, rest)
 
         try:
-            result = dropping_jvp(compiled, modes, skipped)
+            result = dropping_jvp(compiled, wanted, skipped)
         except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
             result = None  # a function that needs concrete values: run it eagerly
     if result is None:
-        result = dropping_jvp(lambda m: est.numbers(flat, rest, m, python_map), modes, skipped)
+        result = dropping_jvp(lambda m: est.numbers(flat, rest, m, python_map), wanted, skipped)
     return jax.tree_util.tree_map(np.asarray, result), skipped

@@ -259,6 +259,7 @@ def to_state_dict(
             )
         out[t.weight] = w
         if o.bias:
+            assert t.bias is not None  # _pairs matched the biases; the default names have one
             out[t.bias] = np.ascontiguousarray(leaf["b"])
     return out
 

@@ -59,7 +59,7 @@ def _check_shapes(q, k, v, mask, who: str) -> None:
 
 def _expected(dims, width: int, out: int, use_bias: bool) -> dict:
     """The params' shapes: ``w_q, w_k, w_v: (d, h·d_h)``, ``w_o: (h·d_h, out)``, biases."""
-    shapes = {f"w_{p}": (d, width) for p, d in zip(PROJECTIONS, dims)}
+    shapes: dict[str, tuple[int, ...]] = {f"w_{p}": (d, width) for p, d in zip(PROJECTIONS, dims)}
     shapes["w_o"] = (width, out)
     if use_bias:
         shapes.update({f"b_{p}": (width,) for p in PROJECTIONS}, b_o=(out,))
@@ -148,7 +148,7 @@ def MultiHeadAttention(
     >>> cross.init(jax.random.key(0), ((-1, 5, 8), (-1, 7, 3)))[0]
     (-1, 5, 8)
     """
-    options = {"head_size": head_size, "out": out, "causal": causal or None}
+    options: dict[str, object] = {"head_size": head_size, "out": out, "causal": causal or None}
     options["dropout"] = dropout or None
     shown = [f"{k}={v!r}" for k, v in options.items() if v is not None]
     who = f"MultiHeadAttention({', '.join([repr(num_heads), *shown])})"

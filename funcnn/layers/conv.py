@@ -52,7 +52,7 @@ def _expected(params, window, filters, use_bias, groups, shape, who) -> dict:
     """The params' shapes for inputs of ``shape``; a kernel made for another channel count
     (right window and filters) is an error of the input, as for ``Dense``."""
     w = params.get("w") if isinstance(params, dict) else None
-    w_shape = tuple(jnp.shape(w)) if hasattr(w, "shape") else ()
+    w_shape = tuple(jnp.shape(w)) if w is not None and hasattr(w, "shape") else ()
     if w_shape[:-2] == window and w_shape[-1:] == (filters,) and w_shape[-2] * groups != shape[-1]:
         raise ValueError(
             f"{who}: expected {w_shape[-2] * groups} input channels, got shape {shape}"

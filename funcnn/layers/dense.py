@@ -73,7 +73,7 @@ def _input_width(params, x, out: int, who: str) -> int:
     matrix, ``n_in`` must be ``k`` (the input, not the params, is then what is wrong)."""
     n_in = check_input(x, who, min_rank=1)[-1]
     w = params.get("w") if isinstance(params, dict) else None
-    w_shape = jnp.shape(w) if hasattr(w, "shape") else None
+    w_shape = jnp.shape(w) if w is not None and hasattr(w, "shape") else None
     if w_shape is not None and len(w_shape) == 2 and w_shape[1] == out and w_shape[0] != n_in:
         raise ValueError(
             f"{who}: expected inputs whose last axis has size {w_shape[0]}, "

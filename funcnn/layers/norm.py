@@ -11,6 +11,7 @@ BatchNorm a state) other than the ones ``init`` made, by name
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -133,6 +134,17 @@ def _feature_axis(shape: tuple, axis: int, who: str) -> int:
     return ax
 
 
+def _trailing_axes(axes: Any) -> tuple[int, ...]:
+    """``LayerNorm``'s ``axes``, checked (any value may come in), as sorted ints."""
+    given = (axes,) if checks.is_int(axes) else tuple(axes)
+    if not given or not all(checks.is_int(a) and a < 0 for a in given):
+        raise ValueError(f"LayerNorm: axes must be negative ints (trailing axes), got {axes!r}")
+    spec = tuple(sorted(int(a) for a in given))
+    if spec != tuple(range(-len(spec), 0)):
+        raise ValueError(f"LayerNorm: axes must be the last axes, e.g. (-2, -1), got {axes!r}")
+    return spec
+
+
 def _affine_shapes(use_scale: bool, use_offset: bool, shape: tuple[int, ...]) -> dict:
     """The params' expected shapes: ``scale`` and ``offset`` where learned."""
     return {n: shape for n, on in (("scale", use_scale), ("offset", use_offset)) if on}
@@ -170,12 +182,7 @@ def LayerNorm(
     >>> [round(v, 4) for v in y[0].tolist()]
     [-1.2247, 0.0, 1.2247]
     """
-    spec = (axes,) if checks.is_int(axes) else tuple(axes)
-    if not spec or not all(checks.is_int(a) and a < 0 for a in spec):
-        raise ValueError(f"LayerNorm: axes must be negative ints (trailing axes), got {axes!r}")
-    spec = tuple(sorted(int(a) for a in spec))
-    if spec != tuple(range(-len(spec), 0)):
-        raise ValueError(f"LayerNorm: axes must be the last axes, e.g. (-2, -1), got {axes!r}")
+    spec = _trailing_axes(axes)
     checks.number(epsilon, "LayerNorm: epsilon", low=0)
     who = "LayerNorm()" if spec == (-1,) else f"LayerNorm({spec})"
 

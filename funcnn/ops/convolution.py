@@ -10,6 +10,7 @@ stride, with output sizes from :func:`conv_transpose_output_size`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import jax.numpy as jnp
 from jax import Array, lax
@@ -26,6 +27,12 @@ __all__ = [
 ]
 
 Padding = str | int | Sequence[int] | Sequence[Sequence[int]]
+
+
+def planar(padding: Padding) -> F.Padding:
+    """``padding`` for the 2-D functions of :mod:`funcnn.functional`, which check it: a bare
+    pair ``(lo, hi)``, a padding of one axis only, is refused there."""
+    return cast(F.Padding, padding)
 
 
 def _pairs(padding, rank: int) -> tuple | None:
@@ -56,7 +63,7 @@ def padding_pairs(padding: Padding, rank: int, argument: str = "padding") -> str
     (((1, 1), (1, 1), (1, 1)), ((0, 2),), 'SAME')
     """
     if rank == 2:
-        return F.spatial_padding(padding, argument)
+        return F.spatial_padding(planar(padding), argument)
     if isinstance(padding, str):
         return F.spatial_padding(padding, argument)
     pairs = _pairs(padding, rank)
@@ -113,7 +120,7 @@ def conv(
     """
     rank = jnp.ndim(w) - 2
     if rank == 2:
-        return F.conv2d(x, w, b, stride, padding, dilation, groups)
+        return F.conv2d(x, w, b, stride, planar(padding), dilation, groups)
     if rank < 1 or jnp.ndim(x) != rank + 2:
         raise ValueError(
             f"conv: expected inputs of rank {rank + 2} for kernels of shape {jnp.shape(w)}, "
@@ -159,6 +166,11 @@ def conv_transpose_padding(
         total = k + stride - 2
         a = k - 1 if stride > k - 1 else -(-total // 2)
         return a, total - a
+    if isinstance(padding, str):
+        raise ValueError(
+            'conv_transpose_padding: padding must be "SAME", "VALID" or a pair (lo, hi), '
+            f"got {padding!r}"
+        )
     lo, hi = padding
     return k - 1 - lo, k - 1 - hi + output_padding
 

@@ -16,7 +16,7 @@ from jax import Array, lax
 
 from .. import checks
 from .. import functional as F
-from .convolution import Padding, padding_pairs
+from .convolution import Padding, padding_pairs, planar
 
 __all__ = ["Layout", "layout", "channels_last", "max_pool", "avg_pool", "sum_pool"]
 
@@ -89,10 +89,13 @@ def _windows(x: Array, window, stride, padding, spec, who: str):
     size = checks.int_tuple(window, f"{who}: window", rank)
     steps = size if stride is None else checks.int_tuple(stride, f"{who}: stride", rank)
     pad = padding_pairs(padding, rank, f"{who}: padding")
-    if isinstance(pad, str):
-        pad = lax.padtype_to_pads([x.shape[a] for a in axes.spatial], size, steps, pad)
+    sides = (
+        lax.padtype_to_pads([x.shape[a] for a in axes.spatial], size, steps, pad)
+        if isinstance(pad, str)
+        else pad
+    )
     dims, strides, pads = [1] * x.ndim, [1] * x.ndim, [(0, 0)] * x.ndim
-    for a, f, s, p in zip(axes.spatial, size, steps, pad):
+    for a, f, s, p in zip(axes.spatial, size, steps, sides):
         dims[a], strides[a], pads[a] = f, s, tuple(p)
     return tuple(dims), tuple(strides), tuple(pads), axes
 
@@ -128,7 +131,7 @@ def max_pool(
     [[5.0, 7.0], [13.0, 15.0]]
     """
     if _nhwc(spec, x):
-        return F.max_pool(x, window, stride, padding)
+        return F.max_pool(x, window, stride, planar(padding))
     dims, strides, pads, _ = _windows(x, window, stride, padding, spec, "max_pool")
     return lax.reduce_window(x, -jnp.inf, lax.max, dims, strides, pads)
 
@@ -171,7 +174,7 @@ def avg_pool(
     [0.5, 2.0, 4.0]
     """
     if _nhwc(spec, x):
-        return F.avg_pool(x, window, stride, padding)
+        return F.avg_pool(x, window, stride, planar(padding))
     dims, strides, pads, axes = _windows(x, window, stride, padding, spec, "avg_pool")
     total = lax.reduce_window(x, 0.0, lax.add, dims, strides, pads)
     ones = jnp.ones([x.shape[a] if a in axes.spatial else 1 for a in range(x.ndim)], x.dtype)

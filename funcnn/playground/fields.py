@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -26,7 +26,24 @@ from .. import checks
 
 __all__ = ["LIMITS", "RequestError"]
 
-LIMITS = {
+
+class _Limits(TypedDict):
+    """The bounds of the request fields: ``(lo, hi)`` ranges and single caps."""
+
+    width: tuple[int, int]
+    layers: tuple[int, int]
+    lr: tuple[float, float]
+    points: int
+    steps: tuple[int, int]
+    grid: tuple[int, int]
+    batch_size: tuple[int, int]
+    dataset_n: tuple[int, int]
+    coordinate: float
+    models: int
+    body_bytes: int
+
+
+LIMITS: _Limits = {
     "width": (1, 256),
     "layers": (1, 3),
     "lr": (0.0, 10.0),  # open below, closed above: (0, 10]

@@ -62,7 +62,7 @@ __all__ = [
 
 
 def _static(name: str) -> bytes:
-    return resources.files(__package__).joinpath("static", name).read_bytes()
+    return resources.files(__package__).joinpath("static").joinpath(name).read_bytes()
 
 
 STATIC = {
@@ -250,6 +250,7 @@ class PlaygroundServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
+        assert isinstance(host, str)  # getsockname gives an IP socket's host as a str
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{port}/"
 

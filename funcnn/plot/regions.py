@@ -68,7 +68,7 @@ def _shade(ax, predict, x, y, title: str, resolution: int):
     classes = _classes(prob, y)
     if classes == 2:
         value = prob[:, 1] if prob.ndim == 2 and prob.shape[1] == 2 else prob.reshape(-1)
-        levels = np.linspace(0, 1, 21)
+        levels: np.ndarray = np.linspace(0, 1, 21)
         cmap = plt.matplotlib.colors.ListedColormap(plt.cm.RdBu(np.linspace(0.15, 0.85, 256)))
     else:
         value = np.argmax(prob, axis=1)

@@ -15,11 +15,12 @@ def _quantity(names: Sequence[str], fallback: str) -> str:
     """What the curves measure, read from their names: ``"loss"`` for ``loss`` and
     ``val_loss``, ``"accuracy"``, both, or ``fallback`` when the names do not say."""
     kinds = {"loss" if "loss" in n else "accuracy" if "acc" in n else None for n in names}
-    return {
+    meanings: dict[frozenset[str | None], str] = {
         frozenset({"loss"}): "loss",
         frozenset({"accuracy"}): "accuracy",
         frozenset({"loss", "accuracy"}): "loss and accuracy",
-    }.get(frozenset(kinds), fallback)
+    }
+    return meanings.get(frozenset(kinds), fallback)
 
 
 def _epochs(ax, xlabel: str) -> None:

@@ -177,6 +177,7 @@ def epoch_logs(run: Run, state: RunState, epoch: int) -> dict[str, float]:
         warnings.warn(f"fit: skipped {skipped} non-finite steps in epoch {epoch}", stacklevel=6)
     logs = epoch_means(state.sizes, state.finite, state.logs)
     if run.eval_fn is not None:
+        assert settings.validation is not None  # eval_fn is made only with validation data
         val = evaluate_in_chunks(run.eval_fn, state.params, state.model_state, *settings.validation)
         logs.update({f"val_{k}": v for k, v in val.items()})
     return logs

@@ -53,7 +53,7 @@ def stateful_apply(model) -> Callable:
     >>> y.tolist(), state
     ([0.0, 2.0], {})
     """
-    if isinstance(model, Layer) and model.stateful:
+    if isinstance(model, Layer) and model.with_state is not None:  # model.stateful, narrowed
         return model.with_state[1]
     return _passing_state(model_defaults(model)[0])
 

@@ -202,7 +202,8 @@ def _validation_pair(validation_data) -> tuple[np.ndarray, np.ndarray] | None:
         return None
     if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
         raise ValueError("fit: validation_data must be a pair (x_val, y_val)")
-    return check_xy(*validation_data, "fit: validation_data")
+    x_val, y_val = validation_data
+    return check_xy(x_val, y_val, "fit: validation_data")
 
 
 def _monitor(monitor: str | None, known: list[str]) -> str:

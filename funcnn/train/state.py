@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from numpy.typing import DTypeLike
 
 from .. import checkpoint
 from .settings import Settings
@@ -69,8 +70,8 @@ class RunState:
         for k, v in logs.items():
             self.logs.setdefault(k, []).extend(float(u) for u in np.ravel(v))
 
-    _META = ("epoch", "step", "wait", "epochs_run", "best_value", "best_epoch", "stopped")
-    _META += ("history", "sizes", "finite", "logs")
+    _META: tuple[str, ...] = ("epoch", "step", "wait", "epochs_run", "best_value")
+    _META += ("best_epoch", "stopped", "history", "sizes", "finite", "logs")
 
     def tree(self) -> dict[str, Any]:
         """The arrays of a checkpoint: params, optimizer state, key (and best params), and
@@ -114,7 +115,7 @@ def start_state(settings: Settings, params, opt_state, model_state=None) -> RunS
         params, model_state, opt_state = distributed.place(
             (params, model_state, opt_state), settings.mesh
         )
-    history = {name: [] for name in settings.history_names}
+    history: dict[str, list[float]] = {name: [] for name in settings.history_names}
     return RunState(params, opt_state, settings.key, history, model_state)
 
 
@@ -288,7 +289,7 @@ def data_fingerprint(arrays: dict[str, Any]) -> dict[str, list]:
     out = {}
     for name, a in arrays.items():
         a = np.ascontiguousarray(a)
-        out[name] = [list(a.shape), a.dtype.name, zlib.crc32(a.reshape(-1).view(np.uint8))]
+        out[name] = [list(a.shape), a.dtype.name, zlib.crc32(a.reshape(-1).view(np.uint8).data)]
     return out
 
 
@@ -343,7 +344,7 @@ def _probe_updates(optimizer: optax.GradientTransformation, probe) -> list:
     return steps
 
 
-def _dtype(leaf) -> np.dtype:
+def _dtype(leaf) -> DTypeLike:
     dtype = getattr(leaf, "dtype", np.float32)
     return dtype if jnp.issubdtype(dtype, jnp.floating) else np.float32
 
