@@ -49,7 +49,8 @@ def check_params(
     Traceback (most recent call last):
     ...
     ValueError: Dense(3): params['b'] must have shape (3,), got shape (1,)
-    >>> check_params({"b": jnp.zeros(3)}, {"w": (2, 3), "b": (3,)}, "Dense(3)")
+    >>> shapes = {"w": (2, 3), "b": (3,)}
+    >>> check_params({"b": jnp.zeros(3)}, shapes, "Dense(3)")  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
     ValueError: Dense(3): params must hold ['w', 'b'] ('w' of shape (2, 3), 'b' of shape (3,)),
