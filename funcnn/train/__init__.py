@@ -21,6 +21,7 @@ them:
 * ``model``: a model's apply function, loss and metric;
 * ``settings``: ``fit``'s arguments checked into one frozen record, and the label check;
 * ``step``: the pure training step, its non-finite guard, :func:`train_step`;
+* ``precision``: mixed precision, :class:`Precision`, and float16's loss scaling;
 * ``evaluation``: :func:`evaluate`, the loss and metrics over a whole dataset;
 * ``programs``: the compiled programs of an epoch (loop step and scan) and their cache;
 * ``state``: the run state and its checkpoint policy;
@@ -30,6 +31,15 @@ them:
 
 from .evaluation import evaluate
 from .fitting import FitResult, fit
+from .precision import Precision
 from .step import NonFiniteError, train_step, train_step_with_state
 
-__all__ = ["train_step", "train_step_with_state", "evaluate", "fit", "FitResult", "NonFiniteError"]
+__all__ = [
+    "train_step",
+    "train_step_with_state",
+    "evaluate",
+    "fit",
+    "FitResult",
+    "NonFiniteError",
+    "Precision",
+]

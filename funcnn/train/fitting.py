@@ -19,6 +19,7 @@ from . import early_stopping
 from .epochs import Run, train_epochs
 from .evaluation import validation_function
 from .model import Metrics
+from .precision import Precision, scaled_opt_state
 from .programs import device_data, epoch_programs
 from .settings import check_fit_arguments, check_labels, check_state
 from .state import open_checkpoints, start_state
@@ -80,6 +81,7 @@ def fit(
     keep_checkpoints: int = 3,
     resume: bool = False,
     state: Any = None,
+    precision: Precision | str | None = None,
 ) -> FitResult:
     """Train ``model`` on ``(x, y)`` with minibatch gradient descent.
 
@@ -151,6 +153,12 @@ def fit(
         from ``model.init_with_state``. Training updates it step by step in training mode;
         validation reads it in evaluation mode; checkpoints, early stopping's best epoch and
         the result carry it beside the params.
+      precision: mixed precision, a :class:`~funcnn.train.Precision` or a dtype name
+        (``"bfloat16"``, ``"float16"``): the model computes in that dtype, params, optimizer
+        state and loss stay float32. Under float16 the loss is scaled dynamically; the scale
+        rides in the optimizer state (checkpointed with it), and a step it skips for
+        non-finite gradients is handled, not a non-finite step for ``on_nonfinite`` (whose
+        check then covers the new params and state). ``None``: the params' own dtype.
 
     Returns:
       a :class:`FitResult` ``(params, opt_state, history, best_epoch, epochs_run, state)``.
@@ -192,12 +200,14 @@ def fit(
         checkpoint_every=checkpoint_every,
         keep_checkpoints=keep_checkpoints,
         resume=resume,
+        precision=precision,
     )
     model_state = check_state(model, state, "fit")
     check_labels(settings, params, model_state, x, y)
     xs, ys = device_data(settings, x, y)
     programs = epoch_programs(settings, x, y)
     eval_fn = validation_function(settings)
+    opt_state = scaled_opt_state(settings.precision, opt_state)
     run_state = start_state(settings, params, opt_state, model_state)
     checkpoints = open_checkpoints(settings, run_state, x, y)  # locks; resumes into run_state
     try:

@@ -11,8 +11,9 @@ dropout key ``fold_in(k_e, s + 1)``. Three programs compute this:
   epoch's order fused in, the examples gathered in one go (or batch by batch, for
   training sets over :data:`PREGATHER_BYTES`).
 
-They are built once per apply function, loss, optimizer, metrics, guard and shapes: a
-second ``fit`` with the same setup (a notebook re-run, a resumed run) compiles nothing.
+They are built once per apply function, loss, optimizer, metrics, guard, shapes and
+mixed-precision policy: a second ``fit`` with the same setup (a notebook re-run, a resumed
+run) compiles nothing.
 """
 
 from __future__ import annotations
@@ -98,7 +99,17 @@ def scan_steps_function(
 
 
 def build_programs(
-    apply, loss, optimizer, metrics, guard, batch_size, n, shuffle, mesh, pregather=True
+    apply,
+    loss,
+    optimizer,
+    metrics,
+    guard,
+    batch_size,
+    n,
+    shuffle,
+    mesh,
+    pregather=True,
+    precision=None,
 ) -> Programs:
     """Compile (on first call) the three programs of an epoch for this setup.
 
@@ -106,10 +117,12 @@ def build_programs(
     loop step and, unless ``guard == "raise"``, the scan donate ``params``, the model's
     ``state`` and ``opt_state``.
     """
-    step = make_step(apply, loss, optimizer, dict(metrics), guard)
+    step = make_step(apply, loss, optimizer, dict(metrics), guard, precision)
     # in "raise" mode a scan only flags non-finite steps; fit replays up to the first one
     scan_step = (
-        make_step(apply, loss, optimizer, dict(metrics), "flag") if guard == "raise" else step
+        make_step(apply, loss, optimizer, dict(metrics), "flag", precision)
+        if guard == "raise"
+        else step
     )
     if mesh is not None:
         from .. import distributed
@@ -153,6 +166,7 @@ def epoch_programs(settings: Settings, x: np.ndarray, y: np.ndarray) -> Programs
         settings.shuffle,
         settings.mesh,
         pregather,
+        settings.precision,
     )
     try:
         return cached_programs(*setup)

@@ -25,6 +25,7 @@ from ..core import Layer
 from ..core.layer import stateful_path
 from ..data import check_xy
 from .model import Metrics, default_metrics, model_defaults, stateful_apply
+from .precision import Precision, check_precision, loss_scaled
 from .step import GUARDS
 
 
@@ -38,7 +39,9 @@ class Settings:
     ``batch_size`` a count ``B <= n`` (``n`` the number of training examples), ``key`` a
     PRNG key, ``validation`` the pair ``(x_val, y_val)`` as arrays (``None`` without
     validation data), ``monitor`` the quantity early stopping watches, ``restore_best`` a
-    bool, ``checkpoint_dir`` a :class:`~pathlib.Path` or ``None``.
+    bool, ``checkpoint_dir`` a :class:`~pathlib.Path` or ``None``, ``precision`` a
+    :class:`~funcnn.train.Precision` or ``None`` (under float16 ``optimizer`` is the
+    loss-scaled one, :func:`~funcnn.train.precision.loss_scaled`).
     """
 
     apply: Callable
@@ -64,6 +67,7 @@ class Settings:
     checkpoint_every: int | None
     keep_checkpoints: int
     resume: bool
+    precision: Precision | None = None
 
     @property
     def n_full(self) -> int:
@@ -122,6 +126,7 @@ def check_fit_arguments(
     checkpoint_every: int | None,
     keep_checkpoints: int,
     resume: bool,
+    precision: Precision | str | None = None,
 ) -> tuple[Settings, np.ndarray, np.ndarray]:
     """``fit``'s arguments checked in the order of its signature: ``(settings, x, y)``,
     ``x`` and ``y`` as NumPy arrays.
@@ -155,6 +160,9 @@ def check_fit_arguments(
     monitor = _monitor(monitor, history_names(metrics, validation is not None))
     checks.one_of(on_nonfinite, GUARDS, "fit: on_nonfinite")
     checkpoint_dir = _checkpoint_dir(checkpoint_dir, resume, checkpoint_every)
+    policy = check_precision(precision, "fit")
+    if policy is not None and policy.scaling:
+        optimizer = loss_scaled(optimizer, policy)
     settings = Settings(
         apply=apply,
         loss=loss,
@@ -181,6 +189,7 @@ def check_fit_arguments(
         ),
         keep_checkpoints=checks.positive_int(keep_checkpoints, "fit: keep_checkpoints"),
         resume=checks.boolean(resume, "fit: resume"),
+        precision=policy,
     )
     return settings, x, y
 

@@ -24,6 +24,7 @@ from .. import checks, compiler
 from ..core import Layer
 from ..core.layer import stateful_path
 from .model import Metrics, stateful_apply
+from .precision import Precision, check_precision, loss_scaled, mixed_objective, scaled_opt_state
 
 # on_nonfinite: stop with a NonFiniteError, drop the step, or apply every update unchecked
 GUARDS = ("raise", "skip", "ignore")
@@ -132,7 +133,12 @@ def all_finite(*trees) -> jax.Array:
 
 
 def make_step(
-    apply: Callable, loss: Callable, optimizer, metrics: Metrics, guard: str = "ignore"
+    apply: Callable,
+    loss: Callable,
+    optimizer,
+    metrics: Metrics,
+    guard: str = "ignore",
+    precision: Precision | None = None,
 ) -> Callable:
     """``step(params, state, opt_state, x, y, key, live)
     -> (params, state, opt_state, logs, finite, live)``, for ``apply`` in its
@@ -143,14 +149,16 @@ def make_step(
     bad step the params stay the last finite ones. ``"flag"`` only reports ``finite`` and
     applies every update: the caller replays up to the first bad step instead (cheaper
     inside a scan than a select on every leaf at every step).
+
+    Under a ``precision`` policy the model computes in its dtype (:mod:`.precision`). With
+    float16's loss scaling ``optimizer`` must be :func:`~.precision.loss_scaled` (it skips
+    a step with non-finite gradients on purpose), and ``finite`` covers the new params and
+    state only: a step skipped by the loss scaling counts as handled, not as non-finite.
     """
+    gradients = _plain_gradients if precision is None else _mixed_gradients(precision)
 
     def step(params, state, opt_state, x, y, key, live=True):
-        def objective(p):
-            out, new_state = apply(p, state, x, key=key, train=True)
-            return loss(out, y), (out, new_state)
-
-        (value, (out, new_state)), grads = jax.value_and_grad(objective, has_aux=True)(params)
+        value, out, new_state, grads = gradients(apply, loss, params, state, opt_state, x, y, key)
         updates, new_opt_state = optimizer.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
         logs = {"loss": value}
@@ -159,7 +167,10 @@ def make_step(
         new = (new_params, new_state, new_opt_state)
         if guard == "ignore":
             return (*new, logs, jnp.asarray(True), live)
-        finite = all_finite(value, grads, new_params, new_state)
+        if precision is not None and precision.scaling:
+            finite = all_finite(new_params, new_state)
+        else:
+            finite = all_finite(value, grads, new_params, new_state)
         if guard == "flag":
             return (*new, logs, finite, live)
         take = finite & live
@@ -172,6 +183,34 @@ def make_step(
     return step
 
 
+def _plain_gradients(apply, loss, params, state, opt_state, x, y, key):
+    """``(L, outputs, new_state, ∇L)`` in the params' own dtype."""
+
+    def objective(p):
+        out, new_state = apply(p, state, x, key=key, train=True)
+        return loss(out, y), (out, new_state)
+
+    (value, (out, new_state)), grads = jax.value_and_grad(objective, has_aux=True)(params)
+    return value, out, new_state, grads
+
+
+def _mixed_gradients(policy: Precision) -> Callable:
+    """:func:`_plain_gradients` under ``policy``: the model in the compute dtype, the loss
+    in float32, the loss scaled by ``S`` (read from the optimizer state) under float16."""
+
+    def gradients(apply, loss, params, state, opt_state, x, y, key):
+        scale = opt_state.scale if policy.scaling else jnp.float32(1)
+        objective = mixed_objective(apply, loss, policy, state, x, y, key)
+        (_, (value, out, new_state)), grads = jax.value_and_grad(objective, has_aux=True)(
+            params, scale
+        )
+        if policy.scaling:
+            grads = jax.tree_util.tree_map(lambda g: g / scale, grads)
+        return value, out, new_state, grads
+
+    return gradients
+
+
 def train_step(
     apply: Callable,
     loss: Callable,
@@ -181,6 +220,7 @@ def train_step(
     jit: bool = True,
     donate: bool = False,
     mesh: Any = None,
+    precision: Precision | str | None = None,
 ) -> Callable:
     """Build the training step ``(params, opt_state, batch, key) -> (params, opt_state, metrics)``.
 
@@ -199,6 +239,10 @@ def train_step(
         used after the call).
       mesh: a :class:`jax.sharding.Mesh`: split the batch over its ``"data"`` axis inside
         the step (see :mod:`funcnn.distributed`).
+      precision: a mixed-precision policy, :class:`~funcnn.train.Precision` or a dtype
+        name (``"bfloat16"``, ``"float16"``); ``None``: compute in the params' dtype. Under
+        float16 the optimizer state carries the loss scale: pass ``opt.init(params)`` to the
+        first call and the returned state after (it is wrapped on the first call).
 
     >>> import jax, optax
     >>> from funcnn import models, losses
@@ -218,10 +262,12 @@ def train_step(
             "whose step takes and returns the state beside the params"
         )
     metrics = checks.named_functions(metrics or {}, "train_step: metrics")
-    inner = make_step(stateful_apply(apply), loss, optimizer, metrics)
+    policy = check_precision(precision, "train_step")
+    inner = _policy_step(stateful_apply(apply), loss, optimizer, metrics, policy)
 
     def step(params, opt_state, batch, key=None):
         x, y = batch
+        opt_state = scaled_opt_state(policy, opt_state)
         new_params, _, new_opt_state, logs = inner(params, {}, opt_state, x, y, key)[:4]
         return new_params, new_opt_state, logs
 
@@ -237,6 +283,7 @@ def train_step_with_state(
     jit: bool = True,
     donate: bool = False,
     mesh: Any = None,
+    precision: Precision | str | None = None,
 ) -> Callable:
     """:func:`train_step` for a model with state (BatchNorm):
     ``(params, state, opt_state, batch, key) -> (params, state, opt_state, metrics)``.
@@ -255,6 +302,7 @@ def train_step_with_state(
       donate: let XLA reuse the buffers of ``params``, ``state`` and ``opt_state``.
       mesh: a :class:`jax.sharding.Mesh`: split the batch over its ``"data"`` axis; the
         batch statistics are still those of the whole batch.
+      precision: a mixed-precision policy, as for :func:`train_step`.
 
     >>> import jax, optax
     >>> from funcnn import core, layers, losses
@@ -269,13 +317,22 @@ def train_step_with_state(
     """
     check_optimizer(optimizer, "train_step_with_state")
     metrics = checks.named_functions(metrics or {}, "train_step_with_state: metrics")
-    inner = make_step(stateful_apply(model), loss, optimizer, metrics)
+    policy = check_precision(precision, "train_step_with_state")
+    inner = _policy_step(stateful_apply(model), loss, optimizer, metrics, policy)
 
     def step(params, state, opt_state, batch, key=None):
         x, y = batch
+        opt_state = scaled_opt_state(policy, opt_state)
         return inner(params, state, opt_state, x, y, key)[:4]
 
     return _compiled(step, mesh, jit, (0, 1, 2) if donate else (), batch_argnums=(3,))
+
+
+def _policy_step(apply, loss, optimizer, metrics, policy: Precision | None) -> Callable:
+    """:func:`make_step` without a guard, the optimizer loss-scaled under float16."""
+    if policy is not None and policy.scaling:
+        optimizer = loss_scaled(optimizer, policy)
+    return make_step(apply, loss, optimizer, metrics, precision=policy)
 
 
 def check_optimizer(optimizer: Any, who: str) -> None:
