@@ -71,6 +71,28 @@ def _float32_loss(loss_fn: Callable) -> Callable:
     return lambda out, y: loss_fn(out.astype(jnp.float32), y)
 
 
+def _jax_parameter_free(op: tuple, x):
+    """The workload's parameter-free ops on NHWC arrays, in plain JAX (raw JAX and Flax nnx)."""
+    import jax
+    import jax.numpy as jnp
+
+    kind = op[0]
+    if kind == "relu":
+        return jax.nn.relu(x)
+    if kind == "tanh":
+        return jnp.tanh(x)
+    if kind == "maxpool":
+        window, stride = (1, op[1], op[1], 1), (1, op[2], op[2], 1)
+        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, stride, "VALID")
+    if kind == "gap":
+        return jnp.mean(x, axis=(1, 2))
+    if kind == "lrn":
+        return _jax_lrn(x)
+    if kind == "flatten":
+        return x.reshape(x.shape[0], -1)
+    raise ValueError(f"unknown op {kind!r}")
+
+
 def _jax_lrn(x):
     import jax
     import jax.numpy as jnp
@@ -258,7 +280,6 @@ def raw_apply_with_state(ops, *, unbiased: bool = True, momentum: float = BN_MOM
     """Hand-written JAX: ``lax`` convolutions and pooling, ``x @ w + b``, BatchNorm in training
     mode: ``apply(params, state, x) -> (y, state)``, params and state lists in op order."""
     import jax
-    import jax.numpy as jnp
 
     def apply(params, state, x):
         params, state, new_state = iter(params), iter(state), []
@@ -284,25 +305,8 @@ def raw_apply_with_state(ops, *, unbiased: bool = True, momentum: float = BN_MOM
                 elif kind == "block":  # relu(body(x) + shortcut(x)); no shortcut ops: x
                     fx = run(op[1], x)
                     x = jax.nn.relu(fx + run(op[2], x))
-                elif kind == "relu":
-                    x = jax.nn.relu(x)
-                elif kind == "tanh":
-                    x = jnp.tanh(x)
-                elif kind == "maxpool":
-                    x = jax.lax.reduce_window(
-                        x,
-                        -jnp.inf,
-                        jax.lax.max,
-                        (1, op[1], op[1], 1),
-                        (1, op[2], op[2], 1),
-                        "VALID",
-                    )
-                elif kind == "gap":
-                    x = jnp.mean(x, axis=(1, 2))
-                elif kind == "lrn":
-                    x = _jax_lrn(x)
-                elif kind == "flatten":
-                    x = x.reshape(x.shape[0], -1)
+                else:
+                    x = _jax_parameter_free(op, x)
             return x
 
         return run(ops, x), new_state
@@ -676,25 +680,8 @@ def build_flax_nnx(wl, x, y):
                     elif kind == "block":
                         fx = run(op[1], x)
                         x = nnx.relu(fx + run(op[2], x))
-                    elif kind == "relu":
-                        x = nnx.relu(x)
-                    elif kind == "tanh":
-                        x = jnp.tanh(x)
-                    elif kind == "maxpool":
-                        x = jax.lax.reduce_window(
-                            x,
-                            -jnp.inf,
-                            jax.lax.max,
-                            (1, op[1], op[1], 1),
-                            (1, op[2], op[2], 1),
-                            "VALID",
-                        )
-                    elif kind == "gap":
-                        x = jnp.mean(x, axis=(1, 2))
-                    elif kind == "lrn":
-                        x = _jax_lrn(x)
-                    elif kind == "flatten":
-                        x = x.reshape(x.shape[0], -1)
+                    else:
+                        x = _jax_parameter_free(op, x)
                 return x
 
             return run(ops, x)

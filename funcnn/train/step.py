@@ -261,9 +261,7 @@ def train_step(
             f"train_step: {stateful_path(apply)} keeps state; use train_step_with_state, "
             "whose step takes and returns the state beside the params"
         )
-    metrics = checks.named_functions(metrics or {}, "train_step: metrics")
-    policy = check_precision(precision, "train_step")
-    inner = _policy_step(stateful_apply(apply), loss, optimizer, metrics, policy)
+    inner, policy = _policy_step("train_step", apply, loss, optimizer, metrics, precision)
 
     def step(params, opt_state, batch, key=None):
         x, y = batch
@@ -316,9 +314,9 @@ def train_step_with_state(
     (['mean', 'var'], ['loss'])
     """
     check_optimizer(optimizer, "train_step_with_state")
-    metrics = checks.named_functions(metrics or {}, "train_step_with_state: metrics")
-    policy = check_precision(precision, "train_step_with_state")
-    inner = _policy_step(stateful_apply(model), loss, optimizer, metrics, policy)
+    inner, policy = _policy_step(
+        "train_step_with_state", model, loss, optimizer, metrics, precision
+    )
 
     def step(params, state, opt_state, batch, key=None):
         x, y = batch
@@ -328,11 +326,16 @@ def train_step_with_state(
     return _compiled(step, mesh, jit, (0, 1, 2) if donate else (), batch_argnums=(3,))
 
 
-def _policy_step(apply, loss, optimizer, metrics, policy: Precision | None) -> Callable:
-    """:func:`make_step` without a guard, the optimizer loss-scaled under float16."""
+def _policy_step(
+    who: str, model, loss, optimizer, metrics, precision
+) -> tuple[Callable, Precision | None]:
+    """``who``'s metrics and precision checked, and :func:`make_step` without a guard for
+    ``model``, the optimizer loss-scaled under float16: ``(step, policy)``."""
+    metrics = checks.named_functions(metrics or {}, f"{who}: metrics")
+    policy = check_precision(precision, who)
     if policy is not None and policy.scaling:
         optimizer = loss_scaled(optimizer, policy)
-    return make_step(apply, loss, optimizer, metrics, precision=policy)
+    return make_step(stateful_apply(model), loss, optimizer, metrics, precision=policy), policy
 
 
 def check_optimizer(optimizer: Any, who: str) -> None:
