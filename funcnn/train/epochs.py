@@ -1,9 +1,13 @@
-"""The loop of epochs: segments of steps, each epoch's logs, progress and callbacks.
+"""The loop of epochs: whole epochs or segments of steps, each epoch's logs, progress and
+callbacks.
 
-An epoch of ``⌈n / B⌉`` steps runs in segments: with ``scan=True`` its full batches as one
-compiled ``lax.scan`` (and a short last batch as one loop step), without it one compiled
-call per step; the host reads a segment's flags and logs once, at its end. A segment also
-ends where a checkpoint is due, every ``checkpoint_every`` steps counted over the run.
+With ``scan=True`` an epoch of ``⌈n / B⌉`` steps is one compiled call: its full batches as
+one ``lax.scan``, a short last batch, and the validation pass, with the epoch's flags and
+logs packed into one array that the host reads once. Where no host decision is due between
+epochs (no early stopping, callback, progress bar or checkpoint), all the remaining epochs
+are that one call. A checkpoint due mid-epoch splits the epoch into segments instead; without
+``scan`` each step is one compiled call, and the host reads the epoch's flags, logs and
+validation once, at its end.
 
 The epoch's training loss and metrics are means over its examples,
 ``Σ_i n_i l_i / Σ_i n_i`` over its finite steps ``i`` (``n_i`` their batch sizes).
@@ -14,15 +18,15 @@ from __future__ import annotations
 import math
 import sys
 import warnings
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from . import early_stopping
-from .evaluation import evaluate_in_chunks
-from .programs import Programs
+from .evaluation import EVAL_CHUNK, chunk_means, chunk_sizes
+from .programs import Programs, unpack
 from .settings import Settings
 from .state import Checkpoints, RunState
 from .step import check_finite_start, raise_at_first_nonfinite
@@ -34,7 +38,7 @@ class Run(NamedTuple):
     * ``settings``: ``fit``'s checked arguments;
     * ``programs``: the epoch's compiled programs;
     * ``xs``, ``ys``: the training set on the device;
-    * ``eval_fn``: the compiled validation loss and metrics (``None`` without validation);
+    * ``val``: the validation set on the device, ``(xv, yv)`` (``(None, None)`` without);
     * ``checkpoints``: the checkpoint folder (``None`` without ``checkpoint_dir``).
     """
 
@@ -42,7 +46,7 @@ class Run(NamedTuple):
     programs: Programs
     xs: Any
     ys: Any
-    eval_fn: Callable | None
+    val: tuple
     checkpoints: Checkpoints | None
 
 
@@ -62,11 +66,87 @@ def train_epochs(run: Run, state: RunState) -> None:
 
 
 def run_epoch(run: Run, state: RunState, bar) -> None:
-    """Epoch ``state.epoch``, from its step ``state.step`` on, then its end."""
+    """Epoch ``state.epoch`` (and the ones after it that can run in the same call), from
+    its step ``state.step`` on, then each one's end."""
+    if whole_epoch(run.settings, state):
+        first = state.epoch
+        for e, (sizes, finite, logs, val) in enumerate(run_whole_epochs(run, state, bar), first):
+            state.record(sizes, finite, logs)
+            end_epoch(run, state, e, bar, val)
+        return
     epoch = state.epoch
     while state.step < run.settings.n_steps:
         run_segment(run, state, epoch)
-    end_epoch(run, state, epoch, bar)
+    end_epoch(run, state, epoch, bar, validation_logs(run, state))
+
+
+def whole_epoch(settings: Settings, state: RunState) -> bool:
+    """The epoch runs as one call: ``scan`` mode, from its first step, no checkpoint due
+    before its end."""
+    return (
+        settings.scan
+        and state.step == 0
+        and segment_end(settings, state.epoch, 0) >= settings.n_full
+    )
+
+
+def epochs_at_once(run: Run, state: RunState, bar) -> int:
+    """How many epochs the next call runs: all the remaining ones when nothing needs the
+    host between them (no progress bar, callback, early stopping, best params to keep or
+    checkpoints), else one."""
+    settings = run.settings
+    between = (bar, settings.callback, settings.patience, run.checkpoints)
+    if settings.restore_best or any(v is not None for v in between):
+        return 1
+    return settings.epochs - state.epoch
+
+
+def run_whole_epochs(run: Run, state: RunState, bar) -> list[tuple]:
+    """The next :func:`epochs_at_once` epochs in one compiled call and one host read:
+    ``state``'s params, model state and optimizer state move past them, and each epoch's
+    ``(sizes, finite, logs, val)`` comes back for its end.
+
+    With ``on_nonfinite="raise"`` a non-finite step anywhere sends the run back to the
+    start of the call, to replay its epochs segment by segment up to that step (which
+    raises :class:`NonFiniteError` there).
+    """
+    settings, first, count = run.settings, state.epoch, epochs_at_once(run, state, bar)
+    start = state.params, state.model_state, state.opt_state
+    *trained, rows = run.programs.epochs(
+        *start, run.xs, run.ys, state.key, first, *run.val, count=count
+    )
+    rows = np.asarray(host_read(rows))  # the call's one read: flags, logs, validation, per epoch
+    names = ["loss", *settings.metrics]
+    layout = (
+        (["finite"], settings.n_steps),
+        (names, settings.n_steps),
+        (names, n_val_chunks(settings)),
+    )
+    epochs = [unpack(row, *layout) for row in rows]
+    if settings.on_nonfinite == "raise" and not all(e[0]["finite"].all() for e in epochs):
+        for e in range(first, first + count):  # replays, and raises at the first bad step
+            while state.step < settings.n_steps:
+                run_segment(run, state, e)
+            end_epoch(run, state, e, bar, validation_logs(run, state))
+    state.params, state.model_state, state.opt_state = trained
+    b, n = settings.batch_size, settings.n
+    sizes = [min(b, n - s * b) for s in range(settings.n_steps)]
+    return [
+        (sizes, flags["finite"] > 0, logs, val_means(settings, val)) for flags, logs, val in epochs
+    ]
+
+
+def n_val_chunks(settings: Settings) -> int:
+    """How many chunks of :data:`EVAL_CHUNK` the validation set makes (0 without one)."""
+    if settings.validation is None:
+        return 0
+    return len(chunk_sizes(len(settings.validation[0]), EVAL_CHUNK))
+
+
+def host_read(tree: Any) -> Any:
+    """Every read of the device by the loop of epochs goes through here: one
+    ``jax.device_get`` of a call's results, after which nothing waits on the device."""
+    return jax.device_get(tree)
 
 
 def segment_end(settings: Settings, epoch: int, first: int) -> int:
@@ -92,6 +172,7 @@ def run_segment(run: Run, state: RunState, epoch: int) -> None:
     (params, model_state, opt_state), sizes, finite, logs = run_steps(
         run, start, state.key, epoch, first, stop
     )
+    finite, logs = host_read((finite, logs))  # the segment's one read
     finite = np.asarray(finite, bool)
     if settings.on_nonfinite == "raise":
         raise_at_first_nonfinite(finite, epoch, first, params, opt_state, model_state)
@@ -113,7 +194,7 @@ def steps_by_scan(run: Run, start: tuple, key, epoch: int, first: int, stop: int
     *trained, logs, finite = programs.scan_steps(
         *start, run.xs, run.ys, key, epoch, first, length=stop - first
     )
-    finite = np.asarray(finite, bool)
+    finite = np.asarray(host_read(finite), bool)
     if settings.on_nonfinite == "raise" and not finite.all():
         bad = int(np.argmin(finite))
         trained = start
@@ -144,11 +225,12 @@ def steps_by_loop(run: Run, start: tuple, key, epoch: int, first: int, stop: int
     return tuple(trained), sizes, flags, logs
 
 
-def end_epoch(run: Run, state: RunState, epoch: int, bar) -> None:
-    """After the last step of ``epoch``: its logs into the history, the bar and callback,
-    early stopping, and the epoch's checkpoints."""
+def end_epoch(run: Run, state: RunState, epoch: int, bar, val: dict[str, float]) -> None:
+    """After the last step of ``epoch``: its logs and validation logs ``val`` (``"val_"``
+    names) into the history, the bar and callback, early stopping, and the epoch's
+    checkpoints."""
     settings = run.settings
-    logs = epoch_logs(run, state, epoch)
+    logs = epoch_logs(settings, state, epoch) | val
     for name in settings.history_names:
         state.history[name].append(logs[name])
     state.epoch, state.step, state.epochs_run = epoch + 1, 0, epoch + 1
@@ -164,23 +246,33 @@ def end_epoch(run: Run, state: RunState, epoch: int, bar) -> None:
         run.checkpoints.after_epoch(state.epoch * settings.n_steps, improved, last, state)
 
 
-def epoch_logs(run: Run, state: RunState, epoch: int) -> dict[str, float]:
-    """The epoch's mean training loss and metrics, and the validation ones (``"val_"``).
-
-    Warns of the steps skipped as non-finite with ``on_nonfinite="skip"``.
-    """
-    settings = run.settings
+def epoch_logs(settings: Settings, state: RunState, epoch: int) -> dict[str, float]:
+    """The epoch's mean training loss and metrics; warns of the steps skipped as non-finite
+    with ``on_nonfinite="skip"``."""
     skipped = state.finite.count(False)
     if skipped and settings.on_nonfinite == "skip":
         # the warning points at fit's caller: here (1) <- end_epoch <- run_epoch
         # <- train_epochs <- fit (5) <- fit's caller (6)
         warnings.warn(f"fit: skipped {skipped} non-finite steps in epoch {epoch}", stacklevel=6)
-    logs = epoch_means(state.sizes, state.finite, state.logs)
-    if run.eval_fn is not None:
-        assert settings.validation is not None  # eval_fn is made only with validation data
-        val = evaluate_in_chunks(run.eval_fn, state.params, state.model_state, *settings.validation)
-        logs.update({f"val_{k}": v for k, v in val.items()})
-    return logs
+    return epoch_means(state.sizes, state.finite, state.logs)
+
+
+def validation_logs(run: Run, state: RunState) -> dict[str, float]:
+    """The validation loss and metrics (``"val_"``) of ``state``'s params: one compiled call,
+    one host read; ``{}`` without validation data."""
+    if run.settings.validation is None:
+        return {}
+    packed = np.asarray(host_read(run.programs.validate(state.params, state.model_state, *run.val)))
+    names = ["loss", *run.settings.metrics]
+    return val_means(run.settings, unpack(packed, (names, n_val_chunks(run.settings)))[0])
+
+
+def val_means(settings: Settings, chunk_logs: dict) -> dict[str, float]:
+    """The validation chunks' means, weighted by their sizes, under ``"val_"`` names."""
+    if settings.validation is None:
+        return {}
+    sizes = chunk_sizes(len(settings.validation[0]), EVAL_CHUNK)
+    return {f"val_{k}": v for k, v in chunk_means(sizes, chunk_logs).items()}
 
 
 def epoch_means(sizes: list[int], finite: list[bool], logs: dict[str, list[float]]):

@@ -10,12 +10,14 @@ import numpy as np
 from .. import checks, compiler
 from ..data import check_xy
 from .model import Metrics, default_metrics, model_defaults, stateful_apply
-from .settings import Settings, check_state
+from .settings import check_state
+
+EVAL_CHUNK = 4096  # examples evaluated per compiled call (per chunk inside fit's program)
 
 
-def eval_function(apply: Callable, loss: Callable, metrics: Metrics) -> Callable:
-    """The compiled ``(params, state, x, y) -> {"loss": L, name: metric, ...}``, with
-    ``train=False``, for ``apply`` in its state-threading form (the state is only read)."""
+def eval_logs(apply: Callable, loss: Callable, metrics: Metrics) -> Callable:
+    """``(params, state, x, y) -> {"loss": L, name: metric, ...}`` with ``train=False``, for
+    ``apply`` in its state-threading form (the state is only read); not compiled."""
 
     def fn(params, state, x, y):
         out, _ = apply(params, state, x, train=False)
@@ -24,29 +26,39 @@ def eval_function(apply: Callable, loss: Callable, metrics: Metrics) -> Callable
             logs[name] = m(out, y)
         return logs
 
-    return compiler.jit(fn)
+    return fn
 
 
-def validation_function(settings: Settings) -> Callable | None:
-    """The compiled validation loss and metrics of a ``fit`` run; ``None`` without
-    validation data."""
-    if settings.validation is None:
-        return None
-    return eval_function(settings.apply, settings.loss, settings.metrics)
+def chunk_sizes(n: int, chunk: int) -> list[int]:
+    """The sizes ``n_c`` of the chunks of ``n`` examples, ``chunk`` each but the last.
+
+    >>> chunk_sizes(10, 4)
+    [4, 4, 2]
+    """
+    return [min(chunk, n - start) for start in range(0, n, chunk)]
+
+
+def chunk_means(sizes: list[int], chunk_logs: dict[str, Any]) -> dict[str, float]:
+    """``m = Σ_c n_c m_c / Σ_c n_c`` (in float64) from each chunk's mean ``m_c``.
+
+    >>> chunk_means([4, 2], {"loss": [1.0, 4.0]})
+    {'loss': 2.0}
+    """
+    w = np.asarray(sizes, np.float64)
+    return {k: float(w @ np.asarray(v, np.float64) / w.sum()) for k, v in chunk_logs.items()}
 
 
 def evaluate_in_chunks(
-    fn: Callable, params, state, x, y, batch_size: int = 4096
+    fn: Callable, params, state, x, y, batch_size: int = EVAL_CHUNK
 ) -> dict[str, float]:
-    """``m = Σ_c n_c m_c / Σ_c n_c`` over chunks ``c`` of ``batch_size`` examples, where
-    ``m_c = fn(params, state, x_c, y_c)`` and ``n_c`` is the chunk's size."""
-    chunks = []
-    for start in range(0, len(x), batch_size):
-        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-        chunks.append((len(xb), fn(params, state, xb, yb)))
-    total = sum(n for n, _ in chunks)
-    keys = chunks[0][1].keys()
-    return {k: float(sum(n * np.asarray(logs[k]) for n, logs in chunks) / total) for k in keys}
+    """:func:`chunk_means` of ``m_c = fn(params, state, x_c, y_c)`` over chunks ``c`` of
+    ``batch_size`` examples, each put on the device in turn."""
+    sizes = chunk_sizes(len(x), batch_size)
+    logs = [
+        fn(params, state, x[i : i + batch_size], y[i : i + batch_size])
+        for i in range(0, len(x), batch_size)
+    ]
+    return chunk_means(sizes, {k: [c[k] for c in logs] for k in logs[0]})
 
 
 def evaluate(
@@ -57,7 +69,7 @@ def evaluate(
     *,
     loss: Callable | None = None,
     metrics: Metrics | None = None,
-    batch_size: int = 4096,
+    batch_size: int = EVAL_CHUNK,
     state: Any = None,
 ) -> dict[str, float]:
     """Loss and metrics over a whole dataset, in eval mode (``train=False``).
@@ -97,5 +109,5 @@ def evaluate(
     batch_size = checks.positive_int(batch_size, "evaluate: batch_size")
     state = check_state(model, state, "evaluate")
     metrics = default_metrics(metric, metrics, "evaluate: metrics")
-    fn = eval_function(stateful_apply(model), loss, metrics)
+    fn = compiler.jit(eval_logs(stateful_apply(model), loss, metrics))
     return evaluate_in_chunks(fn, params, state, x, y, batch_size)

@@ -17,7 +17,6 @@ import optax
 
 from . import early_stopping
 from .epochs import Run, train_epochs
-from .evaluation import validation_function
 from .model import Metrics
 from .precision import Precision, scaled_opt_state
 from .programs import device_data, epoch_programs
@@ -82,6 +81,7 @@ def fit(
     resume: bool = False,
     state: Any = None,
     precision: Precision | str | None = None,
+    reshard: bool = False,
 ) -> FitResult:
     """Train ``model`` on ``(x, y)`` with minibatch gradient descent.
 
@@ -129,8 +129,11 @@ def fit(
       min_delta: the smallest change that counts as an improvement.
       restore_best: hand back the best params rather than the last; default: when
         ``patience`` is given.
-      scan: run each epoch as one compiled ``lax.scan`` over its minibatches: the fastest
-        mode for dense networks. On a CPU, XLA runs convolutions inside a loop body far
+      scan: run each epoch, its validation included, as one compiled call (a ``lax.scan``
+        over its minibatches) with one read of the device; when nothing needs the host
+        between epochs (no ``progress`` bar, ``callback``, ``patience``, ``restore_best``
+        or ``checkpoint_dir``), all the epochs are one call. The fastest mode for dense
+        networks. On a CPU, XLA runs convolutions inside a loop body far
         slower than in a step called once per batch (12× for a small ResNet on the digits,
         in hand-written JAX alike; ``docs/benchmarks.md``), so convolutional networks train
         faster there without it.
@@ -159,6 +162,9 @@ def fit(
         rides in the optimizer state (checkpointed with it), and a step it skips for
         non-finite gradients is handled, not a non-finite step for ``on_nonfinite`` (whose
         check then covers the new params and state). ``None``: the params' own dtype.
+      reshard: with ``resume``, allow a sharded checkpoint written over another mesh
+        layout to be restored onto this run's (each array resharded as it loads); without
+        it such a checkpoint is refused.
 
     Returns:
       a :class:`FitResult` ``(params, opt_state, history, best_epoch, epochs_run, state)``.
@@ -201,17 +207,17 @@ def fit(
         keep_checkpoints=keep_checkpoints,
         resume=resume,
         precision=precision,
+        reshard=reshard,
     )
     model_state = check_state(model, state, "fit")
     check_labels(settings, params, model_state, x, y)
-    xs, ys = device_data(settings, x, y)
+    xs, ys, val = device_data(settings, x, y)
     programs = epoch_programs(settings, x, y)
-    eval_fn = validation_function(settings)
     opt_state = scaled_opt_state(settings.precision, opt_state)
     run_state = start_state(settings, params, opt_state, model_state)
     checkpoints = open_checkpoints(settings, run_state, x, y)  # locks; resumes into run_state
     try:
-        train_epochs(Run(settings, programs, xs, ys, eval_fn, checkpoints), run_state)
+        train_epochs(Run(settings, programs, xs, ys, val, checkpoints), run_state)
     finally:
         if checkpoints is not None:
             checkpoints.close()  # the folder's lock, released on an error too

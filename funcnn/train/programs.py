@@ -28,6 +28,7 @@ import numpy as np
 
 from .. import compiler
 from ..data import shuffle as shuffle_indices
+from .evaluation import EVAL_CHUNK, eval_logs
 from .settings import Settings
 from .step import make_step
 
@@ -40,6 +41,8 @@ class Programs(NamedTuple):
     order: Callable  # (key, epoch) -> (epoch_key, perm)
     loop_step: Callable  # one step on perm[s·B : s·B + size]
     scan_steps: Callable  # steps first .. first + length − 1 as one lax.scan
+    epochs: Callable  # whole epochs with their validation, one dispatch, one packed result
+    validate: Callable  # the validation chunks' means, packed
 
 
 def epoch_order(key, epoch, n: int, shuffle: bool):
@@ -98,6 +101,78 @@ def scan_steps_function(
     return scan_steps
 
 
+def validation_chunks(evaluate: Callable, params, state, xv, yv, chunk: int) -> dict:
+    """``{name: [m_c per chunk c]}``: ``evaluate`` on the chunks of ``chunk`` examples of
+    ``(xv, yv)``, the full ones as one ``lax.map``, the short last one after it."""
+    nv = xv.shape[0]
+    full, rest = divmod(nv, chunk)
+    parts = []
+    if full:
+        head = (xv[: full * chunk], yv[: full * chunk])
+        head = jax.tree_util.tree_map(lambda a: a.reshape(full, chunk, *a.shape[1:]), head)
+        parts.append(jax.lax.map(lambda b: evaluate(params, state, *b), head))
+    if rest:
+        tail = evaluate(params, state, xv[full * chunk :], yv[full * chunk :])
+        parts.append(jax.tree_util.tree_map(lambda v: v[None], tail))
+    return {k: jnp.concatenate([part[k] for part in parts]) for k in parts[0]}
+
+
+def pack(*groups: dict) -> jax.Array:
+    """One flat array of every value of every group, groups in order, names sorted in each
+    (the epoch's one host read); :func:`unpack` splits it again."""
+    values = [jnp.ravel(group[k]) for group in groups for k in sorted(group)]
+    dtype = jnp.result_type(*values) if values else jnp.float32
+    return jnp.concatenate([v.astype(dtype) for v in values]) if values else jnp.zeros(0)
+
+
+def unpack(row: np.ndarray, *layout: tuple[list[str], int]) -> list[dict[str, np.ndarray]]:
+    """The groups of :func:`pack` from ``layout``, one ``(names, length)`` per group.
+
+    >>> unpack(np.arange(5.0), (["finite"], 1), (["loss", "accuracy"], 2))
+    [{'finite': array([0.])}, {'accuracy': array([1., 2.]), 'loss': array([3., 4.])}]
+    """
+    groups, at = [], 0
+    for names, length in layout:
+        group = {}
+        for name in sorted(names):
+            group[name], at = row[at : at + length], at + length
+        groups.append(group)
+    return groups
+
+
+def epochs_function(scan_steps: Callable, last_step: Callable, validate: Callable, n_full, short):
+    """``epochs(params, state, opt_state, xs, ys, key, e, xv, yv, *, count)``: epochs
+    ``e .. e + count − 1``, each its ``n_full`` full batches as one ``lax.scan``, a ``short``
+    last batch, and the validation chunks (none when ``xv`` is ``None``); returns the triple
+    after and one :func:`pack`-ed row per epoch: the finite flags, the steps' logs, the
+    validation chunks' logs."""
+
+    def one_epoch(params, state, opt_state, xs, ys, key, epoch, xv, yv):
+        p, st, o, logs, finite = scan_steps(
+            params, state, opt_state, xs, ys, key, epoch, 0, length=n_full
+        )
+        if short:
+            p, st, o, last, ok, _ = last_step(p, st, o, xs, ys, key, epoch)
+            logs = {k: jnp.concatenate([v, last[k][None]]) for k, v in logs.items()}
+            finite = jnp.concatenate([finite, ok[None]])
+        val = {} if xv is None else validate(p, st, xv, yv)
+        return p, st, o, pack({"finite": finite}, logs, val)
+
+    def epochs(params, state, opt_state, xs, ys, key, first, xv, yv, *, count):
+        if count == 1:
+            *trained, row = one_epoch(params, state, opt_state, xs, ys, key, first, xv, yv)
+            return (*trained, row[None])
+
+        def body(carry, epoch):
+            *trained, row = one_epoch(*carry, xs, ys, key, epoch, xv, yv)
+            return tuple(trained), row
+
+        trained, rows = jax.lax.scan(body, (params, state, opt_state), first + jnp.arange(count))
+        return (*trained, rows)
+
+    return epochs
+
+
 def build_programs(
     apply,
     loss,
@@ -111,28 +186,41 @@ def build_programs(
     pregather=True,
     precision=None,
 ) -> Programs:
-    """Compile (on first call) the three programs of an epoch for this setup.
+    """Compile (on first call) the programs of an epoch for this setup.
 
     ``metrics`` is a tuple of ``(name, fn)`` pairs, so that the setup can key a cache. The
-    loop step and, unless ``guard == "raise"``, the scan donate ``params``, the model's
-    ``state`` and ``opt_state``.
+    loop step and, unless ``guard == "raise"``, the scan and the whole epochs donate
+    ``params``, the model's ``state`` and ``opt_state``.
     """
-    step = make_step(apply, loss, optimizer, dict(metrics), guard, precision)
-    # in "raise" mode a scan only flags non-finite steps; fit replays up to the first one
-    scan_step = (
-        make_step(apply, loss, optimizer, dict(metrics), "flag", precision)
-        if guard == "raise"
-        else step
-    )
-    if mesh is not None:
-        from .. import distributed
-
-        step = distributed.data_parallel(step, mesh, batch_argnums=(3, 4))
-        scan_step = distributed.data_parallel(scan_step, mesh, batch_argnums=(3, 4))
+    step, scan_step = guarded_steps(apply, loss, optimizer, dict(metrics), guard, precision, mesh)
 
     def order(key, epoch):
         return epoch_order(key, epoch, n, shuffle)
 
+    scan_steps = scan_steps_function(scan_step, order, batch_size, pregather)
+    n_full, short = divmod(n, batch_size)
+    flagged_step = loop_step_function(scan_step, batch_size)
+
+    def last_step(params, state, opt_state, xs, ys, key, epoch):
+        epoch_key, perm = order(key, epoch)
+        live = jnp.asarray(True)
+        return flagged_step(
+            params, state, opt_state, live, xs, ys, perm, n_full, epoch_key, size=short
+        )
+
+    evaluate = eval_logs(apply, loss, dict(metrics))
+
+    def validate(params, state, xv, yv):
+        return pack(validation_chunks(evaluate, params, state, xv, yv, EVAL_CHUNK))
+
+    whole = epochs_function(
+        scan_steps,
+        last_step,
+        functools.partial(validation_chunks, evaluate, chunk=EVAL_CHUNK),
+        n_full,
+        short,
+    )
+    donate = () if guard == "raise" else (0, 1, 2)
     return Programs(
         compiler.jit(order),
         compiler.jit(
@@ -140,12 +228,26 @@ def build_programs(
             static_argnames="size",
             donate_argnums=(0, 1, 2),
         ),
-        compiler.jit(
-            scan_steps_function(scan_step, order, batch_size, pregather),
-            static_argnames="length",
-            donate_argnums=() if guard == "raise" else (0, 1, 2),
-        ),
+        compiler.jit(scan_steps, static_argnames="length", donate_argnums=donate),
+        compiler.jit(whole, static_argnames="count", donate_argnums=donate),
+        compiler.jit(validate),
     )
+
+
+def guarded_steps(apply, loss, optimizer, metrics: dict, guard: str, precision, mesh):
+    """``(step, scan_step)``: the step with ``guard``, and the one a scan runs (in ``"raise"``
+    mode it only flags non-finite steps; ``fit`` replays up to the first one), each split
+    over ``mesh``'s ``"data"`` axis when there is one."""
+    step = make_step(apply, loss, optimizer, metrics, guard, precision)
+    scan_step = (
+        make_step(apply, loss, optimizer, metrics, "flag", precision) if guard == "raise" else step
+    )
+    if mesh is not None:
+        from .. import distributed
+
+        step = distributed.data_parallel(step, mesh, batch_argnums=(3, 4))
+        scan_step = distributed.data_parallel(scan_step, mesh, batch_argnums=(3, 4))
+    return step, scan_step
 
 
 cached_programs = functools.lru_cache(maxsize=32)(build_programs)
@@ -175,13 +277,15 @@ def epoch_programs(settings: Settings, x: np.ndarray, y: np.ndarray) -> Programs
 
 
 def device_data(settings: Settings, x: np.ndarray, y: np.ndarray):
-    """The training set on the device, as the programs take it: ``(xs, ys)``.
+    """The training set and the validation set on the device, as the programs take them:
+    ``(xs, ys, val)``, ``val`` the pair ``(xv, yv)`` or ``(None, None)``.
 
-    Over a mesh it is replicated on every device, and the batch size and the last batch,
-    ``n mod B``, must divide by the size of its ``"data"`` axis.
+    Over a mesh they are replicated on every device, and the batch size and the last
+    batch, ``n mod B``, must divide by the size of its ``"data"`` axis.
     """
+    val = settings.validation if settings.validation is not None else (None, None)
     if settings.mesh is None:
-        return jnp.asarray(x), jnp.asarray(y)
+        return jnp.asarray(x), jnp.asarray(y), jax.tree_util.tree_map(jnp.asarray, val)
     from .. import distributed
 
     b, rem = settings.batch_size, settings.n % settings.batch_size
@@ -189,4 +293,4 @@ def device_data(settings: Settings, x: np.ndarray, y: np.ndarray):
     if rem:
         last = f"the last batch, {settings.n} mod batch_size {b},"
         distributed.check_divisible(rem, settings.mesh, argument=last, who="fit")
-    return distributed.replicate((x, y), settings.mesh)
+    return *distributed.replicate((x, y), settings.mesh), distributed.replicate(val, settings.mesh)

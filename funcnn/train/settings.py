@@ -68,6 +68,7 @@ class Settings:
     keep_checkpoints: int
     resume: bool
     precision: Precision | None = None
+    reshard: bool = False
 
     @property
     def n_full(self) -> int:
@@ -127,6 +128,7 @@ def check_fit_arguments(
     keep_checkpoints: int,
     resume: bool,
     precision: Precision | str | None = None,
+    reshard: bool = False,
 ) -> tuple[Settings, np.ndarray, np.ndarray]:
     """``fit``'s arguments checked in the order of its signature: ``(settings, x, y)``,
     ``x`` and ``y`` as NumPy arrays.
@@ -190,6 +192,7 @@ def check_fit_arguments(
         keep_checkpoints=checks.positive_int(keep_checkpoints, "fit: keep_checkpoints"),
         resume=checks.boolean(resume, "fit: resume"),
         precision=policy,
+        reshard=checks.boolean(reshard, "fit: reshard"),
     )
     return settings, x, y
 
