@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
-# The GPU measurements of docs/benchmarks.md, in one go (about 6 minutes on one H100):
+# The GPU measurements of docs/benchmarks.md, in one go (parts 1-5 about 6 minutes on one H100;
+# parts 6 and 7, not yet timed on a GPU, an estimated 4 more, mostly torch.compile's compiling):
 #
 #   bash benchmarks/gpu_suite.sh [OUT_DIR]
+#   PARTS="6 7" bash benchmarks/gpu_suite.sh OTHER_OUT_DIR   # only the parts named (numbers)
 #
 # 1. the harness on the GPU: every contender's loss after one step agrees (float32, exact);
 # 2. LeNet-5 and AlexNet steps for funcnn, raw JAX, stax, Flax linen and PyTorch CUDA in
 #    float32 (exact), tf32 and bfloat16, interleaved rounds, medians;
 # 3. the MLP step and the small-model epoch for every contender (float32);
 # 4. fit_breakdown.py: fit's epoch with its shuffle and guard on and off against a plain scan;
-# 5. gpu_check.py: LeNet on digits and an AlexNet step trained on the CPU and the GPU agree.
+# 5. gpu_check.py: LeNet on digits and an AlexNet step trained on the CPU and the GPU agree;
+# 6. fit_overhead.py: fit's epoch against a hand-written JAX training loop, with and without
+#    validation data (spiral MLP and LeNet on digits);
+# 7. torch_best.py: PyTorch's LeNet-5 and AlexNet steps with torch.compile, cudnn.benchmark,
+#    channels_last, autocast bfloat16, fused SGD, CUDA graphs, against funcnn float32 and bfloat16.
+# PARTS splits the suite over two commands where one may run ten minutes at most; give each its
+# own OUT_DIR (the log of each is OUT_DIR/gpu-log.txt).
 # Hand-written JAX is listed first: on a GPU the first contender to compile a shape pays XLA's
 # autotuning, which the others then find in the process's cache (see docs/benchmarks.md).
 # Each part has its own time limit, so one that hangs does not take the others with it; a part
@@ -23,10 +31,14 @@ rm -f "$out"/gpu-*.json  # no stale results from an earlier run
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_MEM_FRACTION=0.45 TF_CPP_MIN_LOG_LEVEL=2
 py="${PYTHON:-python3}"
+parts="${PARTS:-}"
 failed=()
 part() {  # part TITLE LIMIT_S COMMAND...: run one part; a failure is noted, not fatal
   local title=$1 limit=$2 rc
   shift 2
+  if [ -n "$parts" ] && [[ " $parts " != *" ${title%%.*} "* ]]; then
+    return 0  # not among PARTS
+  fi
   echo "== $title"
   timeout "$limit" "$@"
   rc=$?
@@ -52,6 +64,8 @@ part() {  # part TITLE LIMIT_S COMMAND...: run one part; a failure is noted, not
     --json "$out/gpu-mlp-epoch.json"
   part "4. fit_breakdown.py" 150 "$py" benchmarks/fit_breakdown.py --rounds 9 --device gpu
   part "5. gpu_check.py" 150 "$py" benchmarks/gpu_check.py --require-gpu
+  part "6. fit_overhead.py" 150 "$py" benchmarks/fit_overhead.py --rounds 5 --device gpu
+  part "7. torch_best.py" 360 "$py" benchmarks/torch_best.py --device cuda --quick
   if [ "${#failed[@]}" -ne 0 ]; then
     printf 'FAILED: %s\n' "${failed[@]}"
     exit 1

@@ -413,4 +413,3 @@ def resnet(
     desc = f"resnet({num_classes}, widths={list(widths)}, blocks={blocks}"
     desc += f"{'' if shortcut else ', shortcut=False'}{'' if batch_norm else ', batch_norm=False'})"
     return with_head(net.replace(kind=kind, description=desc), "softmax")
-

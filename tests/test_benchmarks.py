@@ -204,3 +204,90 @@ def test_gpu_suite_reports_failed_parts_and_keeps_going(root, tmp_path):
         assert f"== {part}" in log, log
     assert "ran benchmarks/gpu_check.py --require-gpu" in log, log
     assert "FAILED: 1. harness check on the GPU (float32) (exit 3)" in log, log
+
+
+def test_fit_overhead_quick_prints_the_table_and_agreeing_losses(root):
+    """fit_overhead.py --quick on the spiral: fit and the hand-written loop run the same
+    shuffles and steps (their losses agree), and the table of ms per epoch comes out."""
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/fit_overhead.py", "--quick", "--workloads", "spiral",
+         "--device", "cpu"],
+        capture_output=True, text=True, timeout=120, cwd=root,
+    )  # fmt: skip
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    agreement = [ln for ln in out.splitlines() if "loss agreement" in ln]
+    assert len(agreement) == 6 and all(ln.endswith(": ok") for ln in agreement), out
+    assert any("loss agreement, fit, validation yes" in ln for ln in agreement), out
+    header = next(ln for ln in out.splitlines() if ln.startswith("workload"))
+    assert "hand loop" in header and "fit" in header and "÷ loop" in header, out
+    rows = [ln.split() for ln in out.splitlines() if ln.startswith("spiral ")]
+    assert [r[1] for r in rows] == ["no", "yes"], out
+    assert all(float(v) > 0 for r in rows for v in r[2:]), out
+
+
+def test_torch_best_tiny_on_the_cpu_reports_failures_and_mismatches(root):
+    """torch_best.py on tiny LeNet batches: the rows that apply agree with funcnn after one
+    step, cuDNN is skipped on the CPU, a torch.compile that fails at its first call is a row
+    saying so (not a crash), and a PyTorch model with other weights is a MISMATCH."""
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip("PyTorch is not installed")
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.path[:0] = ["benchmarks", "."]
+        import torch
+        import contenders, torch_best
+
+        def broken(model, **options):
+            def run(*args):
+                raise RuntimeError("no C++ compiler")
+            return run
+
+        torch.compile = broken
+        args = ["--device", "cpu", "--tiny", "--workloads", "lenet"]
+        rc = torch_best.main(args + ["--variants", "eager,compile,autocast_bf16,cudnn_benchmark"])
+        print("RC", rc)
+        model = contenders._torch_model
+
+        def other_weights(wl):
+            m = model(wl)
+            with torch.no_grad():
+                m[0].weight.mul_(1.5)
+            return m
+
+        contenders._torch_model = other_weights
+        print("RC", torch_best.main(args + ["--variants", "eager"]))
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    first, second = out.split("RC 0")[0], out.split("RC 0")[1]
+    rows = {ln.split()[1]: ln for ln in first.splitlines() if ln.startswith("  torch ")}
+    assert "failed (RuntimeError: no C++ compiler)" in rows["compile"], out
+    assert "skipped (CUDA only)" in rows["cudnn_benchmark"], out
+    for name in ("eager", "autocast_bf16"):
+        assert " ok  " in rows[name], out
+    assert all(f"funcnn {p}" in first for p in ("f32", "bf16")), out
+    assert "MISMATCH" in second and second.rstrip().endswith("RC 1"), out
+
+
+def test_gpu_suite_runs_fit_overhead_and_torch_best_on_the_gpu(root, tmp_path):
+    """Parts 6 and 7 call the two scripts on the GPU; PARTS runs only the parts it names."""
+    stub = tmp_path / "stub-python"
+    stub.write_text('#!/usr/bin/env bash\necho "ran $*"\n')
+    stub.chmod(0o755)
+    for parts, out in (("", "all"), ("6 7", "new")):
+        proc = subprocess.run(
+            ["bash", str(root / "benchmarks" / "gpu_suite.sh"), out],
+            capture_output=True, text=True, timeout=60, cwd=tmp_path,
+            env={**os.environ, "PYTHON": str(stub), "PARTS": parts},
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        log = (tmp_path / out / "gpu-log.txt").read_text()
+        assert "ran benchmarks/fit_overhead.py --rounds 5 --device gpu" in log, log
+        assert "ran benchmarks/torch_best.py --device cuda --quick" in log, log
+        assert ("== 1." in log) == (not parts) and "all parts succeeded" in log, log

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -27,29 +26,16 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).resolve().parent / "distributed_worker.py"
 sys.path.insert(0, str(WORKER.parent))
 import distributed_worker as worker  # noqa: E402
+from process_support import run_group  # noqa: E402
 
 
 def _run(command: list[str], timeout: float) -> subprocess.CompletedProcess:
     """Run ``command`` in its own process group; kill the whole group on timeout or error."""
     env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     env.pop("XLA_FLAGS", None)
-    p = subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, _ = p.communicate(timeout=timeout)
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-    assert p.returncode == 0, out[-4000:]
-    return subprocess.CompletedProcess(command, p.returncode, out)
+    done = run_group(command, timeout, env)
+    assert done.returncode == 0, done.stdout[-4000:]
+    return done
 
 
 @pytest.fixture(scope="module")

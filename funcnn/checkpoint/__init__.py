@@ -20,6 +20,11 @@ arrays, so a checkpoint from a stranger cannot execute code.
   restored with ``jax.random.wrap_key_data``).
 * **One writer per folder.** :class:`FolderLock` keeps a second run out of a folder that
   a run writes to (``fit`` takes it on its ``checkpoint_dir``).
+* **Sharded, many processes.** :class:`ShardedStore` (:mod:`funcnn.checkpoint.sharded`)
+  keeps checkpoints of arrays split over a mesh and over processes, written by Orbax (the
+  optional extra ``pip install "funcnn[scale]"``), with the same atomicity and one error for
+  damage; a restore onto another mesh layout is a :class:`LayoutError` unless asked to
+  reshard.
 
 Files of format 1 (before the header recorded each entry) still load, checked by the zip's
 own CRC-32s.
@@ -29,6 +34,7 @@ from .archive import FORMAT_VERSION, CheckpointError
 from .loading import load, load_meta
 from .lock import FolderLock, FolderLockedError
 from .saving import save
+from .sharded import LayoutError, ShardedStore
 
 __all__ = [
     "save",
@@ -38,4 +44,6 @@ __all__ = [
     "FolderLock",
     "FolderLockedError",
     "FORMAT_VERSION",
+    "ShardedStore",
+    "LayoutError",
 ]

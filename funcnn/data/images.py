@@ -76,25 +76,43 @@ def load_idx(path) -> np.ndarray:
             raise ValueError(
                 f"load_idx: {path} is a corrupt or truncated gzip file: {err}"
             ) from None
-    if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] not in IDX_TYPES:
-        raise ValueError(
-            f"load_idx: {path} is not an IDX file: expected the magic bytes 00 00, a type code "
-            f"in {[hex(c) for c in IDX_TYPES]} and a rank, got {raw[:4].hex(' ') or 'nothing'}"
-        )
-    dtype, rank = np.dtype(IDX_TYPES[raw[2]]), raw[3]
-    header = 4 + 4 * rank
-    if len(raw) < header:
-        raise ValueError(
-            f"load_idx: {path} is truncated: its header needs {header} bytes for {rank} "
-            f"dimensions, the file has {len(raw)}"
-        )
-    shape = tuple(int(d) for d in np.frombuffer(raw, ">u4", rank, offset=4))
-    expected = header + math.prod(shape) * dtype.itemsize
-    if len(raw) != expected:
-        what = "truncated" if len(raw) < expected else "corrupt (trailing bytes)"
-        raise ValueError(
-            f"load_idx: {path} is {what}: shape {shape} of {dtype.name} needs {expected} bytes, "
-            f"the file has {len(raw)}"
-        )
+    dtype, shape, header = idx_header(raw, len(raw), path, "load_idx")
     data = np.frombuffer(raw, dtype, offset=header).reshape(shape)
     return data.astype(dtype.newbyteorder("="))
+
+
+def idx_header(head: bytes, size: int, path, who: str) -> tuple[np.dtype, tuple[int, ...], int]:
+    """The element type, the shape and the data offset of an IDX file, from its first bytes.
+
+    ``head`` holds the file's first ``min(size, 1024)`` bytes or more (the longest header,
+    ``4 + 4 · 255``), ``size`` its length in bytes, which must be exactly
+    ``offset + Π shape · itemsize``. The element type is big-endian, as stored.
+
+    Raises:
+      ValueError: a wrong magic number, an unknown type code, a truncated file or trailing
+        bytes, the message starting ``"{who}: {path}"``.
+
+    >>> idx_header(bytes([0, 0, 8, 1, 0, 0, 0, 3, 7, 2, 1]), 11, "labels.idx", "load_idx")
+    (dtype('uint8'), (3,), 8)
+    """
+    if len(head) < 4 or head[:2] != b"\x00\x00" or head[2] not in IDX_TYPES:
+        raise ValueError(
+            f"{who}: {path} is not an IDX file: expected the magic bytes 00 00, a type code "
+            f"in {[hex(c) for c in IDX_TYPES]} and a rank, got {head[:4].hex(' ') or 'nothing'}"
+        )
+    dtype, rank = np.dtype(IDX_TYPES[head[2]]), head[3]
+    header = 4 + 4 * rank
+    if size < header:
+        raise ValueError(
+            f"{who}: {path} is truncated: its header needs {header} bytes for {rank} "
+            f"dimensions, the file has {size}"
+        )
+    shape = tuple(int(d) for d in np.frombuffer(head, ">u4", rank, offset=4))
+    expected = header + math.prod(shape) * dtype.itemsize
+    if size != expected:
+        what = "truncated" if size < expected else "corrupt (trailing bytes)"
+        raise ValueError(
+            f"{who}: {path} is {what}: shape {shape} of {dtype.name} needs {expected} bytes, "
+            f"the file has {size}"
+        )
+    return dtype, shape, header

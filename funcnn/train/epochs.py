@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import sys
 import warnings
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -25,9 +26,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import early_stopping
-from .evaluation import EVAL_CHUNK, chunk_means, chunk_sizes
+from .evaluation import EVAL_CHUNK, chunk_means, chunk_sizes, compiled_eval
 from .programs import Programs, unpack
 from .settings import Settings
+from .sources import source_chunks
 from .state import Checkpoints, RunState
 from .step import check_finite_start, raise_at_first_nonfinite
 
@@ -50,16 +52,18 @@ class Run(NamedTuple):
     checkpoints: Checkpoints | None
 
 
-def train_epochs(run: Run, state: RunState) -> None:
+def train_epochs(run: Run, state: RunState, run_one: Callable | None = None) -> None:
     """Run epochs from ``state``'s position until ``epochs`` or early stopping, with a
     progress bar when asked for; refuse first params that are not finite (under a guard:
-    :func:`~funcnn.train.step.check_finite_start`)."""
+    :func:`~funcnn.train.step.check_finite_start`). ``run_one(run, state, bar)`` runs the
+    next epoch (and moves ``state`` past it): :func:`run_epoch` for arrays."""
+    run_one = run_one or run_epoch
     settings = run.settings
     check_finite_start(state.params, state.model_state, settings.on_nonfinite)
     bar = progress_bar(settings.epochs, settings.progress, min(state.epochs_run, settings.epochs))
     try:
         while state.epoch < settings.epochs and not state.stopped:
-            run_epoch(run, state, bar)
+            run_one(run, state, bar)
     finally:
         if bar is not None:
             bar.close()
@@ -225,10 +229,12 @@ def steps_by_loop(run: Run, start: tuple, key, epoch: int, first: int, stop: int
     return tuple(trained), sizes, flags, logs
 
 
-def end_epoch(run: Run, state: RunState, epoch: int, bar, val: dict[str, float]) -> None:
-    """After the last step of ``epoch``: its logs and validation logs ``val`` (``"val_"``
-    names) into the history, the bar and callback, early stopping, and the epoch's
-    checkpoints."""
+def end_epoch(
+    run: Run, state: RunState, epoch: int, bar, val: dict[str, float], g: int | None = None
+) -> None:
+    """After the last step of ``epoch``, the ``g``-th of the run (default: ``(epoch + 1) ·
+    ⌈n / B⌉``): its logs and validation logs ``val`` (``"val_"`` names) into the history,
+    the bar and callback, early stopping, and the epoch's checkpoints."""
     settings = run.settings
     logs = epoch_logs(settings, state, epoch) | val
     for name in settings.history_names:
@@ -243,7 +249,8 @@ def end_epoch(run: Run, state: RunState, epoch: int, bar, val: dict[str, float])
     improved = early_stopping.watch(settings, state, epoch, logs[settings.monitor])
     if run.checkpoints is not None:
         last = state.stopped or state.epoch == settings.epochs
-        run.checkpoints.after_epoch(state.epoch * settings.n_steps, improved, last, state)
+        g = state.epoch * settings.n_steps if g is None else g
+        run.checkpoints.after_epoch(g, improved, last, state)
 
 
 def epoch_logs(settings: Settings, state: RunState, epoch: int) -> dict[str, float]:
@@ -258,13 +265,24 @@ def epoch_logs(settings: Settings, state: RunState, epoch: int) -> dict[str, flo
 
 
 def validation_logs(run: Run, state: RunState) -> dict[str, float]:
-    """The validation loss and metrics (``"val_"``) of ``state``'s params: one compiled call,
-    one host read; ``{}`` without validation data."""
-    if run.settings.validation is None:
+    """The validation loss and metrics (``"val_"``) of ``state``'s params, ``{}`` without
+    validation data: for arrays one compiled call and one host read; for a source one
+    compiled call per chunk or batch, and one host read."""
+    settings = run.settings
+    if settings.validation_source is not None:
+        fn = compiled_eval(settings.apply, settings.loss, tuple(settings.metrics.items()))
+        sizes, logs = [], []
+        for x, y in source_chunks(settings.validation_source, state.epoch, EVAL_CHUNK):
+            sizes.append(len(x))
+            logs.append(fn(state.params, state.model_state, x, y))
+        logs = host_read(logs)
+        means = chunk_means(sizes, {k: [c[k] for c in logs] for k in logs[0]})
+        return {f"val_{k}": v for k, v in means.items()}
+    if settings.validation is None:
         return {}
-    packed = np.asarray(host_read(run.programs.validate(state.params, state.model_state, *run.val)))
-    names = ["loss", *run.settings.metrics]
-    return val_means(run.settings, unpack(packed, (names, n_val_chunks(run.settings)))[0])
+    packed = host_read(run.programs.validate(state.params, state.model_state, *run.val))
+    names = ["loss", *settings.metrics]
+    return val_means(settings, unpack(np.asarray(packed), (names, n_val_chunks(settings)))[0])
 
 
 def val_means(settings: Settings, chunk_logs: dict) -> dict[str, float]:

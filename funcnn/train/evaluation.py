@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,12 @@ def eval_logs(apply: Callable, loss: Callable, metrics: Metrics) -> Callable:
         return logs
 
     return fn
+
+
+@functools.lru_cache(maxsize=32)
+def compiled_eval(apply: Callable, loss: Callable, metrics: tuple) -> Callable:
+    """:func:`eval_logs` compiled, once per setup (``metrics`` as ``(name, fn)`` pairs)."""
+    return compiler.jit(eval_logs(apply, loss, dict(metrics)))
 
 
 def chunk_sizes(n: int, chunk: int) -> list[int]:

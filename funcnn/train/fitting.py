@@ -16,12 +16,13 @@ import jax
 import optax
 
 from . import early_stopping
-from .epochs import Run, train_epochs
+from .epochs import Run, run_epoch, train_epochs
 from .model import Metrics
 from .precision import Precision, scaled_opt_state
 from .programs import device_data, epoch_programs
 from .settings import check_fit_arguments, check_labels, check_state
 from .state import open_checkpoints, start_state
+from .streaming import run_source_epoch
 
 
 class FitResult(NamedTuple):
@@ -55,7 +56,7 @@ def fit(
     model,
     params,
     x,
-    y,
+    y=None,
     *,
     loss: Callable | None = None,
     optimizer: optax.GradientTransformation | None = None,
@@ -216,8 +217,9 @@ def fit(
     opt_state = scaled_opt_state(settings.precision, opt_state)
     run_state = start_state(settings, params, opt_state, model_state)
     checkpoints = open_checkpoints(settings, run_state, x, y)  # locks; resumes into run_state
+    run_one = run_epoch if settings.source is None else run_source_epoch
     try:
-        train_epochs(Run(settings, programs, xs, ys, val, checkpoints), run_state)
+        train_epochs(Run(settings, programs, xs, ys, val, checkpoints), run_state, run_one)
     finally:
         if checkpoints is not None:
             checkpoints.close()  # the folder's lock, released on an error too

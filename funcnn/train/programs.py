@@ -43,6 +43,8 @@ class Programs(NamedTuple):
     scan_steps: Callable  # steps first .. first + length − 1 as one lax.scan
     epochs: Callable  # whole epochs with their validation, one dispatch, one packed result
     validate: Callable  # the validation chunks' means, packed
+    batch_step: Callable  # one step on a batch from a source
+    batch_scan: Callable  # a chunk of a source's batches, stacked, as one lax.scan
 
 
 def epoch_order(key, epoch, n: int, shuffle: bool):
@@ -65,6 +67,27 @@ def loop_step_function(step: Callable, batch_size: int) -> Callable:
     return loop_step
 
 
+def scan_batches(scan_step, epoch_key, params, state, opt_state, xb, yb, first, batch=None):
+    """Steps ``first, first + 1, ...`` on the batches ``(xb[i], yb[i])`` (or on
+    ``batch(xb[i], yb[i])``) as one ``lax.scan``, step ``s`` with the key
+    ``fold_in(k_e, s + 1)``: ``(params, state, opt_state, logs, finite)``, a row per step."""
+
+    def body(carry, inp):
+        p, st, o, live = carry
+        xi, yi, s = inp
+        if batch is not None:
+            xi, yi = batch(xi, yi)
+        key_s = jax.random.fold_in(epoch_key, s + 1)
+        p, st, o, logs, finite, live = scan_step(p, st, o, xi, yi, key_s, live)
+        return (p, st, o, live), (logs, finite)
+
+    steps = first + jnp.arange(jax.tree_util.tree_leaves(xb)[0].shape[0])
+    (params, state, opt_state, _), (logs, finite) = jax.lax.scan(
+        body, (params, state, opt_state, jnp.asarray(True)), (xb, yb, steps)
+    )
+    return params, state, opt_state, logs, finite
+
+
 def scan_steps_function(
     scan_step: Callable, order: Callable, batch_size: int, pregather: bool
 ) -> Callable:
@@ -83,20 +106,7 @@ def scan_steps_function(
         def batch(xi, yi):
             return (xi, yi) if pregather else (xs[xi], ys[yi])
 
-        def body(carry, inp):
-            p, st, o, live = carry
-            xi, yi, s = inp
-            xi, yi = batch(xi, yi)
-            key_s = jax.random.fold_in(epoch_key, s + 1)
-            p, st, o, logs, finite, live = scan_step(p, st, o, xi, yi, key_s, live)
-            return (p, st, o, live), (logs, finite)
-
-        (params, state, opt_state, _), (logs, finite) = jax.lax.scan(
-            body,
-            (params, state, opt_state, jnp.asarray(True)),
-            (xb, yb, first + jnp.arange(length)),
-        )
-        return params, state, opt_state, logs, finite
+        return scan_batches(scan_step, epoch_key, params, state, opt_state, xb, yb, first, batch)
 
     return scan_steps
 
@@ -231,7 +241,22 @@ def build_programs(
         compiler.jit(scan_steps, static_argnames="length", donate_argnums=donate),
         compiler.jit(whole, static_argnames="count", donate_argnums=donate),
         compiler.jit(validate),
+        compiler.jit(batch_step_function(step), donate_argnums=(0, 1, 2)),
+        compiler.jit(
+            functools.partial(scan_batches, scan_step),
+            donate_argnums=() if guard == "raise" else (1, 2, 3),
+        ),
     )
+
+
+def batch_step_function(step: Callable) -> Callable:
+    """``batch_step(params, state, opt_state, live, x, y, s, k_e)``: ``step`` on the batch
+    ``(x, y)`` with the key ``fold_in(k_e, s + 1)``."""
+
+    def batch_step(params, state, opt_state, live, x, y, s, epoch_key):
+        return step(params, state, opt_state, x, y, jax.random.fold_in(epoch_key, s + 1), live)
+
+    return batch_step
 
 
 def guarded_steps(apply, loss, optimizer, metrics: dict, guard: str, precision, mesh):
@@ -256,7 +281,7 @@ cached_programs = functools.lru_cache(maxsize=32)(build_programs)
 def epoch_programs(settings: Settings, x: np.ndarray, y: np.ndarray) -> Programs:
     """The programs for this run, cached by the model's apply, the loss, optimizer and
     shapes; built afresh when something in the setup is unhashable."""
-    pregather = x.nbytes + y.nbytes <= PREGATHER_BYTES
+    pregather = x is None or x.nbytes + y.nbytes <= PREGATHER_BYTES  # None: a source
     setup = (
         settings.apply,
         settings.loss,
@@ -284,6 +309,8 @@ def device_data(settings: Settings, x: np.ndarray, y: np.ndarray):
     batch, ``n mod B``, must divide by the size of its ``"data"`` axis.
     """
     val = settings.validation if settings.validation is not None else (None, None)
+    if x is None:  # a source: read batch by batch
+        return None, None, jax.tree_util.tree_map(jnp.asarray, val)
     if settings.mesh is None:
         return jnp.asarray(x), jnp.asarray(y), jax.tree_util.tree_map(jnp.asarray, val)
     from .. import distributed

@@ -26,6 +26,7 @@ from ..core.layer import stateful_path
 from ..data import check_xy
 from .model import Metrics, default_metrics, model_defaults, stateful_apply
 from .precision import Precision, check_precision, loss_scaled
+from .sources import is_dataset, is_source
 from .step import GUARDS
 
 
@@ -69,6 +70,8 @@ class Settings:
     resume: bool
     precision: Precision | None = None
     reshard: bool = False
+    source: Any = None
+    validation_source: Any = None
 
     @property
     def n_full(self) -> int:
@@ -88,7 +91,8 @@ class Settings:
     @property
     def history_names(self) -> list[str]:
         """What the history records each epoch: ``"loss"``, the metrics, their ``"val_"``."""
-        return history_names(self.metrics, self.validation is not None)
+        validation = self.validation is not None or self.validation_source is not None
+        return history_names(self.metrics, validation)
 
 
 def history_names(metrics: Metrics, validation: bool) -> list[str]:
@@ -129,9 +133,10 @@ def check_fit_arguments(
     resume: bool,
     precision: Precision | str | None = None,
     reshard: bool = False,
-) -> tuple[Settings, np.ndarray, np.ndarray]:
+) -> tuple[Settings, Any, Any]:
     """``fit``'s arguments checked in the order of its signature: ``(settings, x, y)``,
-    ``x`` and ``y`` as NumPy arrays.
+    ``x`` and ``y`` as NumPy arrays (``None`` when ``x`` is a data source, kept in
+    ``settings.source``).
 
     >>> import numpy as np
     >>> from funcnn import models
@@ -151,15 +156,23 @@ def check_fit_arguments(
     """
     _, default_loss, metric = model_defaults(model)
     apply = stateful_apply(model)
-    x, y = check_xy(x, y, "fit")
+    source = x if is_source(x) else None
+    batch_size = checks.positive_int(batch_size, "fit: batch_size", allow_none=True)
+    if source is None:
+        x, y = check_xy(x, y, "fit")
+        n = len(x)
+    else:
+        n, batch_size = _source_size(source, y, batch_size)
+        x = y = None  # the source is read batch by batch
     loss, optimizer = _loss_and_optimizer(loss or default_loss, optimizer)
     metrics = default_metrics(metric, metrics, "fit: metrics")
     epochs = checks.positive_int(epochs, "fit: epochs")
-    batch_size = checks.positive_int(batch_size, "fit: batch_size", allow_none=True)
     patience = checks.positive_int(patience, "fit: patience", allow_none=True)
     key = checks.prng_key(key, "fit: key")
-    validation = _validation_pair(validation_data)
-    monitor = _monitor(monitor, history_names(metrics, validation is not None))
+    validation_source = validation_data if is_source(validation_data) else None
+    validation = None if validation_source is not None else _validation_pair(validation_data)
+    has_validation = validation is not None or validation_source is not None
+    monitor = _monitor(monitor, history_names(metrics, has_validation))
     checks.one_of(on_nonfinite, GUARDS, "fit: on_nonfinite")
     checkpoint_dir = _checkpoint_dir(checkpoint_dir, resume, checkpoint_every)
     policy = check_precision(precision, "fit")
@@ -170,9 +183,9 @@ def check_fit_arguments(
         loss=loss,
         metrics=metrics,
         optimizer=optimizer,
-        n=len(x),
+        n=n,
         epochs=epochs,
-        batch_size=min(batch_size or len(x), len(x)),
+        batch_size=min(batch_size or n, n) if n else 1,
         key=key,
         shuffle=bool(shuffle),
         scan=scan,
@@ -193,8 +206,30 @@ def check_fit_arguments(
         resume=checks.boolean(resume, "fit: resume"),
         precision=policy,
         reshard=checks.boolean(reshard, "fit: reshard"),
+        source=source,
+        validation_source=validation_source,
     )
     return settings, x, y
+
+
+def _source_size(source, y, batch_size: int | None) -> tuple[int, int | None]:
+    """``(n, batch_size)`` for a source: a dataset's length (and the batch size asked
+    for); an iterable makes its own batches, so ``n = 0`` and no ``batch_size``."""
+    if y is not None:
+        raise ValueError(
+            "fit: x is a data source, which yields the targets with the inputs; pass y=None"
+        )
+    if not is_dataset(source):
+        if batch_size is not None:
+            raise ValueError(
+                f"fit: batch_size={batch_size}, but x is an iterable of batches, which makes "
+                "its own; pass batch_size=None"
+            )
+        return 0, None
+    n = len(source)
+    if n == 0:
+        raise ValueError("fit: the dataset x holds no examples; expected at least one")
+    return n, batch_size
 
 
 def _loss_and_optimizer(loss, optimizer):
@@ -276,12 +311,20 @@ def check_labels(settings: Settings, params, state, x: np.ndarray, y: np.ndarray
     cross-entropies, ...). The trace is cached by the model, loss and shapes, so a repeated
     ``fit`` costs nothing.
     """
-    out = _output(settings, params, state, x, y)
-    _check_targets(settings.loss, y, out.shape, "y")
+    if x is not None:  # None: a source, whose batches are checked as they come
+        out = _output(settings, params, state, x, y)
+        _check_targets(settings.loss, y, out.shape, "y")
     if settings.validation is not None:
         x_val, y_val = settings.validation
         out_val = _output(settings, params, state, x_val, y_val)
         _check_targets(settings.loss, y_val, out_val.shape, "y_val")
+
+
+def check_targets(settings: Settings, params, state, x, y, name: str) -> None:
+    """Check one batch's targets ``y`` (called ``name`` in errors) against the model's
+    outputs on ``x`` and the loss, as :func:`check_labels` does for the whole set."""
+    out = _output(settings, params, state, np.asarray(x), np.asarray(y))
+    _check_targets(settings.loss, np.asarray(y), out.shape, name)
 
 
 def _output(settings: Settings, params, state, x: np.ndarray, y: np.ndarray):

@@ -12,9 +12,15 @@ saves it to a folder and restores it from there:
 Each save is atomic (:func:`funcnn.checkpoint.save`), so a run killed at any point leaves
 the last complete checkpoint, and resuming from it ends bit-identical to an unbroken run.
 A damaged checkpoint is skipped with a warning, for the newest one that reads. The folder
-is locked for the run's life (:class:`funcnn.checkpoint.FolderLock`): a second run on it is
-refused. Each checkpoint carries the run's configuration (:func:`run_config`): a resumed run
-must have the same ``n``, ``batch_size``, ``shuffle``, data and optimizer.
+is locked for the run's life (:class:`funcnn.checkpoint.FolderLock`, taken by process 0
+alone in a multi-process run): a second run on it is refused. Each checkpoint carries the
+run's configuration (:func:`run_config`): a resumed run must have the same ``n``,
+``batch_size``, ``shuffle``, data and optimizer.
+
+A sharded run (several processes, or params split over a mesh:
+:func:`~funcnn.train.checkpoint_store.sharded_run`) keeps the same policy with Orbax's
+folders, ``step_<g>/`` and ``best/``, every process writing its shards
+(:mod:`funcnn.train.checkpoint_store`).
 """
 
 from __future__ import annotations
@@ -34,7 +40,9 @@ import optax
 from numpy.typing import DTypeLike
 
 from .. import checkpoint
+from .checkpoint_store import FileStore, ShardedFileStore, saved_kinds, sharded_layout
 from .settings import Settings
+from .sources import source_fingerprint
 
 
 class RunState:
@@ -44,7 +52,8 @@ class RunState:
     most models). ``epoch`` / ``step`` are the position of the next step; ``sizes``,
     ``finite`` and ``logs`` record the steps already taken in the current epoch; ``wait``,
     ``best_value``, ``best_epoch``, ``best_params`` (with ``best_model_state``) and
-    ``stopped`` are early stopping's.
+    ``stopped`` are early stopping's. ``data_state`` is the position of the data
+    iterator, as JSON (``None``: none recorded; checkpoints older than it read as ``None``).
     """
 
     def __init__(self, params, opt_state, key, history: dict[str, list[float]], model_state):
@@ -56,6 +65,7 @@ class RunState:
         self.best_params = None
         self.best_model_state = None
         self.stopped = False
+        self.data_state: Any = None
         self.new_epoch()
 
     def new_epoch(self) -> None:
@@ -88,11 +98,13 @@ class RunState:
     def meta(self, config: dict) -> dict[str, Any]:
         """The rest of a checkpoint, as JSON: position, history, early stopping, config."""
         meta = {name: getattr(self, name) for name in self._META}
-        return {**meta, "config": config, "has_best_params": self.best_params is not None}
+        meta |= {"data_state": self.data_state, "config": config}
+        return {**meta, "has_best_params": self.best_params is not None}
 
     def restore(self, tree: dict[str, Any], meta: dict[str, Any]) -> None:
         for name in self._META:
             setattr(self, name, meta[name])
+        self.data_state = meta.get("data_state")  # absent from older checkpoints
         self.params, self.opt_state, self.key = tree["params"], tree["opt_state"], tree["key"]
         self.model_state = tree.get("model_state", {})
         self.best_params = tree.get("best_params")
@@ -120,39 +132,62 @@ def start_state(settings: Settings, params, opt_state, model_state=None) -> RunS
 
 
 class Checkpoints:
-    """A run's checkpoint folder: ``step_<g>.npz`` after ``g`` steps (the last ``keep``)
-    and ``best.npz``, the state after the best epoch by the monitored quantity.
+    """A run's checkpoint folder: step checkpoints after ``g`` steps (the last ``keep``) and
+    the best one, the state after the best epoch by the monitored quantity.
 
     ``every`` is ``checkpoint_every`` (``None``: at every epoch end); ``config`` the
     settings a resumed run must share (:func:`run_config`). Opening takes the folder's lock
-    (a second run is refused with :class:`funcnn.checkpoint.FolderLockedError`) and only
-    then removes the temporary files of a run killed mid-write; :meth:`close` releases it.
+    (a second run is refused with :class:`funcnn.checkpoint.FolderLockedError`; in a
+    multi-process run only process 0 takes it) and only then opens the store, which removes
+    the temporary files of a run killed mid-write; :meth:`close` releases both.
+
+    The store: ``step_<g>.npz`` and ``best.npz`` (:class:`~funcnn.train.checkpoint_store.
+    FileStore`); with ``layout``, the run's placement as it started, Orbax's sharded folders
+    (:class:`~funcnn.train.checkpoint_store.ShardedFileStore`), which refuse a checkpoint of
+    another layout unless ``reshard``.
     """
 
-    def __init__(self, folder: Path, keep: int, every: int | None, config: dict):
+    def __init__(
+        self,
+        folder: Path,
+        keep: int,
+        every: int | None,
+        config: dict,
+        *,
+        layout: dict[str, Any] | None = None,
+        reshard: bool = False,
+    ):
         self.folder, self.keep, self.every, self.config = folder, keep, every, config
         folder.mkdir(parents=True, exist_ok=True)
-        self.lock = checkpoint.FolderLock(folder, "fit: checkpoint_dir")
-        for stale in folder.glob(".*.npz.*.tmp"):  # left by a run killed mid-write
-            stale.unlink(missing_ok=True)
+        self.lock = None
+        if jax.process_index() == 0:  # one holder for all the processes of a run
+            self.lock = checkpoint.FolderLock(folder, "fit: checkpoint_dir")
+        try:
+            if layout is None:
+                self.store: FileStore | ShardedFileStore = FileStore(folder, keep)
+            else:
+                self.store = ShardedFileStore(folder, keep, layout, reshard)
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
-        """Release the folder's lock (the end of the run, or an error)."""
-        self.lock.release()
+        """Release the store and the folder's lock (the end of the run, or an error)."""
+        store = getattr(self, "store", None)
+        if store is not None:
+            store.close()
+        if self.lock is not None:
+            self.lock.release()
 
-    def steps(self) -> list[tuple[int, Path]]:
-        """The step checkpoints ``(g, path)``, oldest first."""
-        found = [(f.stem[5:], f) for f in self.folder.glob("step_*.npz")]
-        return sorted((int(g), f) for g, f in found if g.isdigit())
+    def steps(self) -> list[int]:
+        """The steps ``g`` of the step checkpoints, oldest first."""
+        return self.store.steps()
 
     def save(self, g: int, state: RunState) -> None:
-        path = self.folder / f"step_{g:010d}.npz"
-        checkpoint.save(path, state.tree(), meta=state.meta(self.config))
-        for _, old in self.steps()[: -self.keep]:
-            old.unlink(missing_ok=True)
+        self.store.save(g, state.tree(), state.meta(self.config))
 
     def save_best(self, state: RunState) -> None:
-        checkpoint.save(self.folder / "best.npz", state.tree(), meta=state.meta(self.config))
+        self.store.save_best(state.tree(), state.meta(self.config))
 
     def after_steps(self, g: int, mid_epoch: bool, state: RunState) -> None:
         """After ``g`` steps in all: save mid-epoch when ``g`` is a multiple of ``every``
@@ -161,9 +196,9 @@ class Checkpoints:
             self.save(g, state)
 
     def after_epoch(self, g: int, improved: bool, last: bool, state: RunState) -> None:
-        """After an epoch ending at step ``g``: ``best.npz`` if it ``improved``; a step
-        checkpoint at the ``last`` epoch, at every epoch without ``every``, or when ``g``
-        is a multiple of ``every``."""
+        """After an epoch ending at step ``g``: the best checkpoint if it ``improved``; a
+        step checkpoint at the ``last`` epoch, at every epoch without ``every``, or when
+        ``g`` is a multiple of ``every``."""
         if improved:
             self.save_best(state)
         if last or self.every is None or g % self.every == 0:
@@ -178,18 +213,21 @@ class Checkpoints:
         of another run (:meth:`check_same_run`) is an error.
         """
         where = f"fit: checkpoint_dir {str(self.folder)!r}"
-        for _, path in reversed(self.steps()):
-            meta = self._readable(path, self._meta, stacklevel)
+        for g in reversed(self.steps()):
+            meta = self._readable(functools.partial(self._meta, g), stacklevel)
             if meta is None:
                 continue
             self.check_same_run(meta, state)
             like = state.tree()
+            # the key comes back on the default device, uncommitted like a new one, so that
+            # it goes with params placed over a mesh
+            like["key"] = jax.ShapeDtypeStruct(state.key.shape, state.key.dtype)
             if meta["has_best_params"]:
                 like["best_params"] = state.params
                 if state.model_state:
                     like["best_model_state"] = state.model_state
-            load = functools.partial(checkpoint.load, like=like)
-            tree = self._readable(path, load, stacklevel)
+            load = functools.partial(self.store.load, g, like, meta)
+            tree = self._readable(load, stacklevel)
             if tree is not None:
                 state.restore(tree, meta)
                 return True
@@ -197,20 +235,19 @@ class Checkpoints:
             raise ValueError(f"{where}: no readable checkpoint to resume from")
         return False
 
-    def _readable(self, path: Path, read, stacklevel: int):
-        """``read(path)``, or ``None`` with a warning when the file is damaged."""
+    def _readable(self, read, stacklevel: int):
+        """``read()``, or ``None`` with a warning when the checkpoint is damaged."""
         try:
-            return read(path)
+            return read()
         except checkpoint.CheckpointError as err:
             where = f"fit: checkpoint_dir {str(self.folder)!r}"
             message = f"{where}: skipping an unreadable checkpoint: {err}"
             warnings.warn(message, stacklevel=stacklevel + 2)
             return None
 
-    @staticmethod
-    def _meta(path: Path) -> dict[str, Any]:
-        meta = checkpoint.load_meta(path)
-        check_run_meta(meta, f"fit: {str(path)!r}")
+    def _meta(self, g: int) -> dict[str, Any]:
+        meta = self.store.load_meta(g)
+        check_run_meta(meta, f"fit: checkpoint_dir {str(self.folder)!r}: step {g}")
         return meta
 
     def check_same_run(self, meta: dict[str, Any], state: RunState) -> None:
@@ -264,14 +301,16 @@ def run_config(settings: Settings, params, x: np.ndarray, y: np.ndarray) -> dict
     """What a checkpoint records of its run, and a resumed run must match: ``n``,
     ``batch_size``, ``shuffle``, the data's fingerprint (:func:`data_fingerprint`) and the
     optimizer's (:func:`optimizer_fingerprint`)."""
-    arrays = {"x": x, "y": y}
+    arrays = {"x": x, "y": y} if settings.source is None else {}
     if settings.validation is not None:
         arrays |= {"x_val": settings.validation[0], "y_val": settings.validation[1]}
+    sources = {"x": settings.source, "validation": settings.validation_source}
     return {
         "n": settings.n,
         "batch_size": settings.batch_size,
         "shuffle": settings.shuffle,
-        "data": data_fingerprint(arrays),
+        "data": data_fingerprint(arrays)
+        | {k: source_fingerprint(v) for k, v in sources.items() if v is not None},
         "optimizer": optimizer_fingerprint(settings.optimizer, params),
     }
 
@@ -418,18 +457,25 @@ def open_checkpoints(settings: Settings, state: RunState, x, y) -> Checkpoints |
 
     With ``resume``, the newest readable checkpoint there is loaded into ``state`` (an empty
     folder starts afresh) after checking that it is a checkpoint of this run (same settings,
-    data ``x``, ``y`` and optimizer); without, a folder that holds checkpoints is refused.
+    data ``x``, ``y`` and optimizer; for a sharded run, the same mesh layout unless
+    ``settings.reshard``); without, a folder that holds checkpoints is refused.
     """
     if settings.checkpoint_dir is None:
         return None
     config = run_config(settings, state.params, x, y)
+    layout = sharded_layout(settings.checkpoint_dir, state.tree(), settings.resume)
     runs = Checkpoints(
-        settings.checkpoint_dir, settings.keep_checkpoints, settings.checkpoint_every, config
+        settings.checkpoint_dir,
+        settings.keep_checkpoints,
+        settings.checkpoint_every,
+        config,
+        layout=layout,
+        reshard=settings.reshard,
     )
     try:
         if settings.resume:
             runs.restore(state, stacklevel=3)  # here (1) <- fit (2) <- fit's caller (3)
-        elif runs.steps():
+        elif runs.steps() or saved_kinds(settings.checkpoint_dir):
             raise ValueError(
                 f"fit: checkpoint_dir {str(settings.checkpoint_dir)!r} already holds "
                 "checkpoints; pass resume=True to continue that run, or give an empty folder"
