@@ -303,21 +303,22 @@ def epoch_programs(settings: Settings, x: np.ndarray, y: np.ndarray) -> Programs
 
 def device_data(settings: Settings, x: np.ndarray, y: np.ndarray):
     """The training set and the validation set on the device, as the programs take them:
-    ``(xs, ys, val)``, ``val`` the pair ``(xv, yv)`` or ``(None, None)``.
+    ``(xs, ys, val)``, ``val`` the pair ``(xv, yv)`` or ``(None, None)`` (``xs`` and ``ys``
+    ``None`` for a source, read batch by batch).
 
     Over a mesh they are replicated on every device, and the batch size and the last
     batch, ``n mod B``, must divide by the size of its ``"data"`` axis.
     """
     val = settings.validation if settings.validation is not None else (None, None)
-    if x is None:  # a source: read batch by batch
-        return None, None, jax.tree_util.tree_map(jnp.asarray, val)
     if settings.mesh is None:
-        return jnp.asarray(x), jnp.asarray(y), jax.tree_util.tree_map(jnp.asarray, val)
+        on_device = jax.tree_util.tree_map(jnp.asarray, (x, y))
+        return *on_device, jax.tree_util.tree_map(jnp.asarray, val)
     from .. import distributed
 
-    b, rem = settings.batch_size, settings.n % settings.batch_size
-    distributed.check_divisible(b, settings.mesh, who="fit")
-    if rem:
-        last = f"the last batch, {settings.n} mod batch_size {b},"
-        distributed.check_divisible(rem, settings.mesh, argument=last, who="fit")
+    if settings.n:  # arrays or a dataset (an iterable's batches are checked as they come)
+        b, rem = settings.batch_size, settings.n % settings.batch_size
+        distributed.check_divisible(b, settings.mesh, who="fit")
+        if rem:
+            last = f"the last batch, {settings.n} mod batch_size {b},"
+            distributed.check_divisible(rem, settings.mesh, argument=last, who="fit")
     return *distributed.replicate((x, y), settings.mesh), distributed.replicate(val, settings.mesh)

@@ -108,6 +108,13 @@ def checked(settings: Settings, state: RunState, epoch: int, batches) -> Iterato
     same_shape = ShapeCheck()
     for b in batches:
         same_shape(b, epoch)
+        if settings.mesh is not None and not settings.n:  # an iterable's batch, over a mesh
+            from .. import distributed
+
+            # each process's batch is its part of a global batch of P times its rows
+            rows = f"the global size of the source's batch {b.step} of epoch {epoch}"
+            size = len(b.x) * jax.process_count()
+            distributed.check_divisible(size, settings.mesh, argument=rows, who="fit")
         name = f"y of the source's batch {b.step} of epoch {epoch}"
         check_targets(settings, state.params, state.model_state, b.x, b.y, name)
         yield b
