@@ -113,15 +113,23 @@ def fit(
       model: a :class:`~funcnn.core.Layer` (a :class:`~funcnn.core.Model`'s ``loss`` /
         ``metric`` are the defaults) or an apply function.
       params: the initial params (not modified).
-      x: the training inputs, ``(n, ...)`` with ``n > 0``.
-      y: the training targets, ``(n, ...)``: ``len(y) == len(x)``.
+      x: the training inputs, ``(n, ...)`` with ``n > 0``; or a data source
+        (:mod:`funcnn.train.sources`, ``docs/scaling.md``) that yields inputs and targets
+        together: a dataset read at random (``len(ds)``, ``ds.read(indices)``, such as
+        :class:`funcnn.data.NpyDataset` on files larger than memory), batched and shuffled
+        here exactly as arrays are; or an iterable of ``(x, y)`` batches (a list, a Grain
+        pipeline, a function ``epoch -> iterable``), used as it comes, its iterator's
+        position saved in checkpoints when it has ``get_state`` / ``set_state``.
+      y: the training targets, ``(n, ...)``: ``len(y) == len(x)``; ``None`` for a source.
       loss: ``loss(outputs, targets)``; defaults to ``model.loss``.
       optimizer: an optax optimizer; defaults to ``optax.adam(1e-3)``.
       epochs: the number of passes over the data.
-      batch_size: ``1`` is SGD, ``None`` (or ``n``) full-batch GD, between: minibatch SGD.
+      batch_size: ``1`` is SGD, ``None`` (or ``n``) full-batch GD, between: minibatch SGD;
+        ``None`` for an iterable source, which makes its own batches.
       key: a PRNG key or int seed for the shuffles and dropout.
-      shuffle: reshuffle every epoch.
-      validation_data: ``(x_val, y_val)``, evaluated after each epoch with ``train=False``.
+      shuffle: reshuffle every epoch (arrays and datasets; an iterable shuffles itself).
+      validation_data: ``(x_val, y_val)``, or a source as ``x`` can be, evaluated after
+        each epoch with ``train=False``.
       metrics: ``name -> fn(outputs, targets)``; defaults to ``{"accuracy": model.metric}``.
       patience: stop after this many epochs without improvement of ``monitor`` and restore
         the best params.
