@@ -293,3 +293,62 @@ def test_a_resume_on_another_dataset_is_refused(tmp_path):
             resume=True,
             **{**OPTIONS, "epochs": EPOCHS + 1},
         )
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_early_stopping_and_the_guard_work_as_with_arrays(scan):
+    model, params, x, y, val = problem()
+    options = {**OPTIONS, "epochs": 12, "optimizer": optax.adam(0.3)}
+    stopping = dict(batch_size=B, scan=scan, validation_data=val, patience=2, **options)
+    arrays = fn.fit(model, params, x, y, **stopping)
+    streamed = fn.fit(model, params, Rows(x, y), **stopping)
+    assert arrays.epochs_run < 12  # it did stop early
+    assert_same_run(arrays, streamed)
+    assert (arrays.best_epoch, arrays.epochs_run) == (streamed.best_epoch, streamed.epochs_run)
+    # a linear model, squared error and a step far too large: the loss overflows
+    linear = models.mlp([1])
+    _, p = linear.init(jax.random.key(0), (-1, 2))
+    xs, ys = 10 * x, np.asarray(y, np.float32)[:, None]
+    diverging = dict(loss=fn.losses.mse, metrics={}, batch_size=B, scan=scan)
+    diverging |= {**OPTIONS, "optimizer": optax.sgd(0.5), "epochs": 30}
+    errors = []
+    for data_x, data_y in ((xs, ys), (Rows(xs, ys), None)):
+        with pytest.raises(fn.NonFiniteError) as err:
+            fn.fit(linear, p, data_x, data_y, **diverging)
+        errors.append(err.value)
+    assert (errors[0].epoch, errors[0].step) == (errors[1].epoch, errors[1].step)
+    for a, b in zip(leaves(errors[0].params), leaves(errors[1].params)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("source", ["dataset", "iterable"])
+def test_scanned_chunks_cut_at_checkpoints_and_resume_exactly(tmp_path, source):
+    """Scanned chunks end where a checkpoint is due (every 3 steps, 4 steps an epoch);
+    a run continued from its checkpoints ends as an unbroken one."""
+    model, params, x, y, _ = problem()
+    batches = [(x[i : i + B], y[i : i + B]) for i in range(0, N, B)]
+    data = (lambda: (Rows(x, y),)) if source == "dataset" else (lambda: (Counted(batches),))
+    size = {"batch_size": B} if source == "dataset" else {}
+    common = dict(scan=True, **size, **OPTIONS)
+    whole = fn.fit(model, params, *data(), **{**common, "epochs": 3})
+    fn.fit(
+        model,
+        params,
+        *data(),
+        checkpoint_dir=tmp_path,
+        checkpoint_every=3,
+        **{**common, "epochs": 2},
+    )
+    saved = sorted(int(f.stem[5:]) for f in tmp_path.glob("step_*.npz"))
+    assert saved[-1] == 8 and 6 in saved  # mid-epoch 1 and the last epoch's end
+    (tmp_path / f"step_{8:010d}.npz").unlink()  # resume from the middle of epoch 1
+    resumed = fn.fit(
+        model,
+        params,
+        *data(),
+        checkpoint_dir=tmp_path,
+        checkpoint_every=3,
+        resume=True,
+        **{**common, "epochs": 3},
+    )
+    assert_same_run(whole, resumed)
