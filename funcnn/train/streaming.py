@@ -16,7 +16,7 @@ kept with the iterator's position in the run state (``data_state``).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -52,7 +52,7 @@ def run_source_epoch(run: Run, state: RunState, bar) -> None:
     for b in prefetch(items, lambda b: place(settings, b)):
         entry, live = take(run, state, b, epoch_key, live)
         pending.append(entry)
-        taken = b.step + len(entry[0])
+        taken = b.step + len(entry.sizes)
         if due(settings, before + taken) or (settings.scan and settings.on_nonfinite == "raise"):
             settle(run, state, epoch, pending, b.position)
             state.step, pending = taken, []
@@ -144,11 +144,21 @@ def place(settings: Settings, b: Batch) -> Batch:
     return b._replace(x=x, y=y)
 
 
-def take(run: Run, state: RunState, b: Batch, epoch_key, live) -> tuple:
+class Taken(NamedTuple):
+    """Steps taken, not yet read: their batch sizes, finite flags and logs (on the device),
+    and for a scanned chunk under ``on_nonfinite="raise"`` what replays it,
+    ``(start, batch, k_e)`` (``None`` otherwise, so that no batch outlives its steps)."""
+
+    sizes: list[int]
+    finite: Any
+    logs: dict
+    replay: tuple | None
+
+
+def take(run: Run, state: RunState, b: Batch, epoch_key, live) -> tuple[Taken, Any]:
     """The step (or scanned chunk of steps) of ``b`` from ``state``'s params, which move on:
-    ``((sizes, finite, logs, (start, b, k_e)), live)``, the flags and logs still on the
-    device, ``start`` the triple from before (to replay a scanned chunk from), ``live`` the
-    guard's flag (false after a non-finite step under ``"raise"``)."""
+    ``(taken, live)``, ``live`` the guard's flag (false after a non-finite step under
+    ``"raise"``)."""
     programs = run.programs
     start = state.params, state.model_state, state.opt_state
     if run.settings.scan:
@@ -160,7 +170,13 @@ def take(run: Run, state: RunState, b: Batch, epoch_key, live) -> tuple:
         )
         sizes, logs, finite = [b.x.shape[0]], {k: v[None] for k, v in logs.items()}, finite[None]
     state.params, state.model_state, state.opt_state = trained
-    return (sizes, finite, logs, (start, b, epoch_key)), live
+    # only a scanned chunk under "raise" may need a replay: nothing else keeps the batch
+    replay = (
+        (start, b, epoch_key)
+        if run.settings.scan and run.settings.on_nonfinite == "raise"
+        else None
+    )
+    return Taken(sizes, finite, logs, replay), live
 
 
 def settle(run: Run, state: RunState, epoch: int, pending: list, position: Any) -> None:
@@ -169,7 +185,7 @@ def settle(run: Run, state: RunState, epoch: int, pending: list, position: Any) 
     finite params (a scanned chunk replayed step by step up to it)."""
     if not pending:
         return
-    finite, logs = host_read(([p[1] for p in pending], [p[2] for p in pending]))
+    finite, logs = host_read(([p.finite for p in pending], [p.logs for p in pending]))
     finite = np.concatenate([np.asarray(f, bool) for f in finite])
     if run.settings.on_nonfinite == "raise" and not finite.all():
         if run.settings.scan:  # under "raise" a scanned chunk is read on its own
@@ -177,16 +193,17 @@ def settle(run: Run, state: RunState, epoch: int, pending: list, position: Any) 
         raise_at_first_nonfinite(
             finite, epoch, state.step, state.params, state.opt_state, state.model_state
         )
-    sizes = [size for p in pending for size in p[0]]
+    sizes = [size for p in pending for size in p.sizes]
     state.record(sizes, finite, {k: np.concatenate([v[k] for v in logs]) for k in logs[0]})
     if position is not None:
         state.data_state = {"done": steps_before(run.settings, state), "position": position}
 
 
-def replay_chunk(run: Run, state: RunState, entry: tuple) -> None:
+def replay_chunk(run: Run, state: RunState, entry: Taken) -> None:
     """Replay a scanned chunk step by step from its start: the guarded steps stop moving
     the params at its first non-finite step."""
-    (start, b, epoch_key), live = entry[3], jnp.asarray(True)
+    assert entry.replay is not None  # kept for every scanned chunk under "raise"
+    (start, b, epoch_key), live = entry.replay, jnp.asarray(True)
     state.params, state.model_state, state.opt_state = start
     for i in range(b.x.shape[0]):
         *trained, _, _, live = run.programs.batch_step(
