@@ -320,17 +320,37 @@ def check_labels(settings: Settings, params, state, x: np.ndarray, y: np.ndarray
         _check_targets(settings.loss, y_val, out_val.shape, "y_val")
 
 
-def check_targets(settings: Settings, params, state, x, y, name: str) -> None:
-    """Check one batch's targets ``y`` (called ``name`` in errors) against the model's
-    outputs on ``x`` and the loss, as :func:`check_labels` does for the whole set."""
-    out = _output(settings, params, state, np.asarray(x), np.asarray(y))
-    _check_targets(settings.loss, np.asarray(y), out.shape, name)
+def target_checker(settings: Settings, params, state) -> Callable[[Any, Any, str], None]:
+    """``check(x, y, name)``: one batch's targets ``y`` (called ``name`` in errors) checked
+    against the model's outputs on ``x`` and the loss, as :func:`check_labels` checks a
+    whole set. The model is traced once per batch shape; after that a check is a look at
+    ``y``'s values."""
+    treedef, specs = _specs(params, state)
+    outputs: dict[tuple, Any] = {}
+
+    def check(x, y, name: str) -> None:
+        x, y = np.asarray(x), np.asarray(y)
+        shapes = (x.shape[1:], x.dtype, y.shape[1:], y.dtype)
+        if shapes not in outputs:
+            outputs[shapes] = _output_of(settings, treedef, specs, x, y)
+        _check_targets(settings.loss, y, (len(y), *outputs[shapes].shape[1:]), name)
+
+    return check
+
+
+def _specs(params, state) -> tuple:
+    """``(treedef, ((shape, dtype), ...))`` of ``(params, state)``, for a cached trace."""
+    leaves, treedef = jax.tree_util.tree_flatten((params, state))
+    return treedef, tuple((np.shape(a), jnp.result_type(a)) for a in leaves)
 
 
 def _output(settings: Settings, params, state, x: np.ndarray, y: np.ndarray):
     """The model's output (shape and dtype) on one example of ``x``, the loss traced on it."""
-    leaves, treedef = jax.tree_util.tree_flatten((params, state))
-    specs = tuple((np.shape(a), jnp.result_type(a)) for a in leaves)
+    treedef, specs = _specs(params, state)
+    return _output_of(settings, treedef, specs, x, y)
+
+
+def _output_of(settings: Settings, treedef, specs, x: np.ndarray, y: np.ndarray):
     x_spec, y_spec = ((1,) + x.shape[1:], x.dtype), ((1,) + y.shape[1:], y.dtype)
     trace_args = (settings.apply, settings.loss, treedef, specs, x_spec, y_spec)
     try:

@@ -23,6 +23,7 @@ as a Grain pipeline sharded by JAX process), and the global batch is assembled f
 from __future__ import annotations
 
 import base64
+import functools
 import itertools
 import json
 import queue
@@ -37,6 +38,8 @@ import numpy as np
 from ..data import shuffle as shuffle_indices
 
 PREFETCH = 2  # batches (or chunks of batches) read and placed ahead of the step
+READ_BYTES = 4 * 2**20  # a dataset is read several batches at a time, up to this many bytes
+MAX_GROUP = 64  # ... and this many batches
 
 
 def is_dataset(x: Any) -> bool:
@@ -82,17 +85,32 @@ def dataset_batches(
     """Epoch ``epoch``'s batches of the dataset ``ds`` from step ``first``, in the order
     ``fit`` gives arrays: ``perm_e = data.shuffle(fold_in(fold_in(key, e), 0), n)`` and step
     ``s`` reads ``perm_e[s·B : (s + 1)·B]`` (only its ``rows(size)`` in a run over several
-    processes, ``size`` the batch's)."""
+    processes, ``size`` the batch's). Consecutive batches are read together, up to
+    :data:`READ_BYTES` at a time, which bounds the memory this takes."""
     n = len(ds)
-    if shuffle:
-        epoch_key = jax.random.fold_in(key, epoch)
-        perm = np.asarray(shuffle_indices(jax.random.fold_in(epoch_key, 0), n))
+    if shuffle:  # 4 bytes an example on the host, computed by one compiled program
+        perm = np.asarray(epoch_permutation(key, epoch, n))
     else:
         perm = np.arange(n)
-    for s in range(first, -(-n // batch_size)):
-        idx = perm[s * batch_size : (s + 1) * batch_size]
-        x, y = ds.read(idx if rows is None else idx[rows(len(idx))])
-        yield Batch(s, x, y, None)
+    n_steps, s, group = -(-n // batch_size), first, 1
+    while s < n_steps:  # `group` batches a read, as many as READ_BYTES holds
+        stop = min(s + group, n_steps)
+        idx = [perm[t * batch_size : (t + 1) * batch_size] for t in range(s, stop)]
+        if rows is not None:
+            idx = [i[rows(len(i))] for i in idx]
+        x, y = ds.read(np.concatenate(idx))
+        at = np.cumsum([0] + [len(i) for i in idx])
+        for t, (a, b) in enumerate(zip(at[:-1], at[1:]), s):
+            yield Batch(t, x[a:b], y[a:b], None)
+        per_batch = (x.nbytes + y.nbytes) / (stop - s)
+        s, group = stop, int(min(MAX_GROUP, max(1, READ_BYTES // max(per_batch, 1))))
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def epoch_permutation(key, epoch, n: int) -> jax.Array:
+    """``data.shuffle(fold_in(fold_in(key, e), 0), n)``, the order of epoch ``e``, compiled
+    (once per ``n``)."""
+    return shuffle_indices(jax.random.fold_in(jax.random.fold_in(key, epoch), 0), n)
 
 
 def iterable_batches(source, epoch: int, first: int, saved: Any) -> Iterator[Batch]:

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .epochs import Run, end_epoch, host_read, validation_logs
-from .settings import Settings, check_targets
+from .settings import Settings, target_checker
 from .sources import (
     Batch,
     ShapeCheck,
@@ -43,7 +43,10 @@ def run_source_epoch(run: Run, state: RunState, bar) -> None:
     """Epoch ``state.epoch`` over the source, from its step ``state.step`` on, then its end."""
     settings, epoch = run.settings, state.epoch
     before = steps_before(settings, state)
-    items = checked(settings, state, epoch, source_batches(settings, state, epoch))
+    check_targets = target_checker(
+        settings, state.params, state.model_state
+    )  # here: not in the reader
+    items = checked(settings, epoch, source_batches(settings, state, epoch), check_targets)
     if settings.scan:
         items = chunks(items, CHUNK_STEPS, lambda s: due(settings, before + s + 1))
     epoch_key = jax.random.fold_in(state.key, epoch)
@@ -102,9 +105,9 @@ def source_batches(settings: Settings, state: RunState, epoch: int) -> Iterator[
     return iterable_batches(source, epoch, state.step, position)
 
 
-def checked(settings: Settings, state: RunState, epoch: int, batches) -> Iterator[Batch]:
+def checked(settings: Settings, epoch: int, batches, check_targets) -> Iterator[Batch]:
     """The batches, each checked: one shape through the epoch (but a short last one), and
-    targets the model and loss accept (class labels in range, ...)."""
+    targets the model and loss accept (``check_targets``: class labels in range, ...)."""
     same_shape = ShapeCheck()
     for b in batches:
         same_shape(b, epoch)
@@ -116,7 +119,7 @@ def checked(settings: Settings, state: RunState, epoch: int, batches) -> Iterato
             size = len(b.x) * jax.process_count()
             distributed.check_divisible(size, settings.mesh, argument=rows, who="fit")
         name = f"y of the source's batch {b.step} of epoch {epoch}"
-        check_targets(settings, state.params, state.model_state, b.x, b.y, name)
+        check_targets(b.x, b.y, name)
         yield b
 
 
@@ -168,7 +171,7 @@ def take(run: Run, state: RunState, b: Batch, epoch_key, live) -> tuple[Taken, A
         *trained, logs, finite, live = programs.batch_step(
             *start, live, b.x, b.y, b.step, epoch_key
         )
-        sizes, logs, finite = [b.x.shape[0]], {k: v[None] for k, v in logs.items()}, finite[None]
+        sizes = [b.x.shape[0]]  # one step: scalar flags and logs, made rows when read
     state.params, state.model_state, state.opt_state = trained
     # only a scanned chunk under "raise" may need a replay: nothing else keeps the batch
     replay = (
@@ -186,7 +189,7 @@ def settle(run: Run, state: RunState, epoch: int, pending: list, position: Any) 
     if not pending:
         return
     finite, logs = host_read(([p.finite for p in pending], [p.logs for p in pending]))
-    finite = np.concatenate([np.asarray(f, bool) for f in finite])
+    finite = np.concatenate([np.atleast_1d(np.asarray(f, bool)) for f in finite])
     if run.settings.on_nonfinite == "raise" and not finite.all():
         if run.settings.scan:  # under "raise" a scanned chunk is read on its own
             replay_chunk(run, state, pending[0])
@@ -194,7 +197,8 @@ def settle(run: Run, state: RunState, epoch: int, pending: list, position: Any) 
             finite, epoch, state.step, state.params, state.opt_state, state.model_state
         )
     sizes = [size for p in pending for size in p.sizes]
-    state.record(sizes, finite, {k: np.concatenate([v[k] for v in logs]) for k in logs[0]})
+    rows = {k: np.concatenate([np.atleast_1d(v[k]) for v in logs]) for k in logs[0]}
+    state.record(sizes, finite, rows)
     if position is not None:
         state.data_state = {"done": steps_before(run.settings, state), "position": position}
 
