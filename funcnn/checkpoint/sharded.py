@@ -268,7 +268,8 @@ class ShardedStore:
     """
 
     def __init__(self, folder: str | os.PathLike, keep: int = 3, *, who: str = "ShardedStore"):
-        self.folder = checks.path(folder, f"{who}: folder")
+        # Orbax takes absolute paths only
+        self.folder = checks.path(folder, f"{who}: folder").absolute()
         self.keep = checks.positive_int(keep, f"{who}: keep")
         self.who = who
         self._ocp = orbax()

@@ -15,6 +15,7 @@ kept with the iterator's position in the run state (``data_state``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
@@ -52,7 +53,10 @@ def run_source_epoch(run: Run, state: RunState, bar) -> None:
     epoch_key = jax.random.fold_in(state.key, epoch)
     pending: list = []
     taken, live = state.step, jnp.asarray(True)
+    together = jax.process_count() > 1 and not is_dataset(settings.source)
     for b in prefetch(items, lambda b: place(settings, b)):
+        if together:
+            agree_on_batch(len(b.x), epoch, b.step)
         entry, live = take(run, state, b, epoch_key, live)
         pending.append(entry)
         taken = b.step + len(entry.sizes)
@@ -60,7 +64,12 @@ def run_source_epoch(run: Run, state: RunState, bar) -> None:
             settle(run, state, epoch, pending, b.position)
             state.step, pending = taken, []
             if run.checkpoints is not None and due(settings, before + taken):
+                if together and state.data_state is not None:  # each process's position,
+                    # in the meta that process 0 writes
+                    state.data_state["positions"] = gather_json(b.position)
                 run.checkpoints.after_steps(before + taken, True, state)
+    if together:
+        agree_on_batch(0, epoch, taken)  # every process's source ended here
     if taken == 0:
         raise ValueError(
             f"fit: the source yielded no batch in epoch {epoch}; expected at least one (an "
@@ -101,7 +110,9 @@ def source_batches(settings: Settings, state: RunState, epoch: int) -> Iterator[
         return dataset_batches(
             source, state.key, epoch, state.step, settings.batch_size, settings.shuffle, rows
         )
-    position = (state.data_state or {}).get("position")
+    saved = state.data_state or {}
+    positions = saved.get("positions")  # one per process, in a run over several
+    position = positions[jax.process_index()] if positions else saved.get("position")
     return iterable_batches(source, epoch, state.step, position)
 
 
@@ -221,3 +232,31 @@ def replay_chunk(run: Run, state: RunState, entry: Taken) -> None:
             epoch_key,
         )
         state.params, state.model_state, state.opt_state = trained
+
+
+def agree_on_batch(rows: int, epoch: int, step: int) -> None:
+    """In a run over several processes on an iterable source: every process has a batch of
+    ``rows`` rows for step ``step`` (``0``: its source ended), or all raise a ``ValueError``
+    (where the processes would otherwise wait on each other for ever). One small collective."""
+    from jax.experimental import multihost_utils
+
+    every = np.ravel(multihost_utils.process_allgather(np.asarray(rows, np.int32)))
+    if (every != every[0]).any():
+        raise ValueError(
+            f"fit: the processes' sources disagree at batch {step} of epoch {epoch}: their "
+            f"local batches have {every.tolist()} rows (0: the source ended); each process "
+            "must yield as many batches, of the same sizes (for a Grain pipeline: shards of "
+            "equal size, or drop_remainder=True)"
+        )
+
+
+def gather_json(value: Any) -> list:
+    """Every process's JSON-able ``value``, in process order (a collective)."""
+    from jax.experimental import multihost_utils
+
+    own = np.frombuffer(json.dumps(value).encode(), np.uint8)
+    longest = int(np.max(multihost_utils.process_allgather(np.asarray(len(own), np.int32))))
+    padded = np.zeros(longest, np.uint8)
+    padded[: len(own)] = own
+    every = np.asarray(multihost_utils.process_allgather(padded)).reshape(-1, longest)
+    return [json.loads(bytes(row).rstrip(b"\0").decode()) for row in every]
