@@ -291,3 +291,24 @@ def test_gpu_suite_runs_fit_overhead_and_torch_best_on_the_gpu(root, tmp_path):
         assert "ran benchmarks/fit_overhead.py --rounds 5 --device gpu" in log, log
         assert "ran benchmarks/torch_best.py --device cuda --quick" in log, log
         assert ("== 1." in log) == (not parts) and "all parts succeeded" in log, log
+
+
+def test_streaming_quick_reports_memory_speed_and_identical_runs(root, tmp_path):
+    """streaming.py --quick (a 40 MiB file, 2 rounds): the memory run's peak against the
+    budget, the ratio streaming ÷ in memory, the two LeNet runs equal bit for bit, and no
+    data left behind in the folder it wrote to."""
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/streaming.py", "--quick", "--device", "cpu",
+         "--tmp-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, cwd=root,
+    )  # fmt: skip
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    lines = out.splitlines()
+    memory = [ln for ln in lines if ln.startswith("memory result: peak RSS ")]
+    speed = [ln for ln in lines if ln.startswith("speed result: in memory ")]
+    assert len(memory) == 1 and "(VmHWM) against a budget of 512 MiB" in memory[0], out
+    assert memory[0].endswith("ok, under the budget"), out
+    assert len(speed) == 1 and "streaming ÷ in memory" in speed[0], out
+    assert "identical params and history, in memory and streaming: yes" in out, out
+    assert "examples/s" in out and list(tmp_path.iterdir()) == [], out

@@ -162,3 +162,19 @@ def test_local_rows_and_local_batch_in_one_process():
     np.testing.assert_array_equal(np.asarray(distributed.shard_local_batch(x, mesh)), x)
     with pytest.raises(ValueError, match="same leading size"):
         distributed.shard_batch((np.zeros((2, 1)), np.zeros(3)), mesh)
+
+
+def test_initialize_alone_runs_as_one_process():
+    """Without the launcher's variables or a cluster, ``initialize()`` leaves the script to
+    run as one process (so the same script runs under ``python`` and under the launcher)."""
+    code = (
+        "from funcnn import distributed; distributed.initialize(); import jax; "
+        "print(jax.process_count(), jax.process_index())"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FUNCNN_")}
+    env["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["1", "0"]

@@ -366,7 +366,9 @@ def initialize(
     computation. On CPU the processes talk through gloo collectives.
 
     After it, ``jax.devices()`` lists the devices of all processes and
-    ``jax.process_index()`` is this process's id.
+    ``jax.process_index()`` is this process's id. Started without the launcher and outside
+    a cluster, with no argument, it does nothing: the script runs as one process, so the
+    same script runs under ``python`` and under the launcher.
 
     Args:
       coordinator_address: ``host:port`` of process 0's coordinator service.
@@ -394,4 +396,10 @@ def initialize(
     collectives = jax.config.jax_cpu_collectives_implementation  # type: ignore[attr-defined]
     if collectives in (None, "none"):
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address, num_processes, process_id, **kwargs)
+    alone = coordinator_address is None and num_processes is None and process_id is None
+    try:
+        jax.distributed.initialize(coordinator_address, num_processes, process_id, **kwargs)
+    except ValueError as err:
+        if not alone or "coordinator_address" not in str(err):
+            raise
+        # no launcher, no cluster JAX detects: the script runs as the one process of its run

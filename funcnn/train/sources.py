@@ -170,30 +170,33 @@ class ShapeCheck:
     """Every batch of an epoch has the first one's shapes, but for a short last one."""
 
     def __init__(self):
-        self.shapes: tuple | None = None
-        self.short: int | None = None
+        self.first: Batch | None = None
+        self.short: Batch | None = None
 
     def __call__(self, b: Batch, epoch: int) -> None:
-        shapes = (b.x.shape, b.y.shape, b.x.dtype, b.y.dtype)
-        if self.shapes is None:
-            self.shapes = shapes
+        if self.first is None:
+            self.first = b
             return
-        expected = self.shapes
-        same_rows = (b.x.shape[1:], b.y.shape[1:], b.x.dtype, b.y.dtype) == (
-            expected[0][1:],
-            expected[1][1:],
-            expected[2],
-            expected[3],
-        )
-        if self.short is not None or not same_rows or len(b.x) > expected[0][0]:
+        first, where = self.first, f"fit: the source's batches changed shape in epoch {epoch}"
+        if self.short is not None:
             raise ValueError(
-                f"fit: the source's batches changed shape in epoch {epoch}: batch {b.step} has "
-                f"x {b.x.dtype}{b.x.shape}, y {b.y.dtype}{b.y.shape}, the first had "
-                f"x {expected[2]}{expected[0]}, y {expected[3]}{expected[1]}; only the last "
-                "batch of an epoch may be shorter"
+                f"{where}: batch {b.step} follows batch {self.short.step}, which was short "
+                f"({len(self.short.x)} rows against {len(first.x)}); only the last batch of "
+                "an epoch may be shorter"
             )
-        if len(b.x) < expected[0][0]:
-            self.short = b.step
+        if describe(b, 1) != describe(first, 1) or len(b.x) > len(first.x):
+            raise ValueError(
+                f"{where}: batch {b.step} has {describe(b)}, the first had {describe(first)}; "
+                "every batch of an epoch must have the first one's shapes (the last may be "
+                "shorter)"
+            )
+        if len(b.x) < len(first.x):
+            self.short = b
+
+
+def describe(b: Batch, axis: int = 0) -> str:
+    """``x float32(64, 2), y int32(64,)``: a batch's dtypes and shapes from ``axis`` on."""
+    return f"x {b.x.dtype}{b.x.shape[axis:]}, y {b.y.dtype}{b.y.shape[axis:]}"
 
 
 def chunks(batches: Iterator[Batch], size: int, ends: Callable[[int], bool]) -> Iterator[Batch]:
