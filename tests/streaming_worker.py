@@ -4,11 +4,19 @@ subprocesses.
 ``python tests/streaming_worker.py scan OUT DATA``: one process with 4 CPU devices trains on
 the ``.npy`` shards in ``DATA`` over a mesh with ``scan=True``.
 
-``python -m funcnn.distributed.launch -n 2 --cpu-devices 2 tests/streaming_worker.py multi
-OUT DATA``: two processes joined by ``jax.distributed`` train over a mesh of their 4 devices,
-first on the shards in ``DATA`` (each process recording the rows it reads), then on a Grain
-pipeline sharded by JAX process; last, each process tries a ``batch_size`` that does not
-split over the 4 devices, writes the error and exits with it (the launch fails).
+``python -m funcnn.distributed.launch -n 2 --cpu-devices 2 tests/streaming_worker.py MODE
+OUT DATA``, two processes joined by ``jax.distributed`` over a mesh of their 4 devices:
+
+* ``multi-kill``: a run on a Grain ``DataLoader`` per process (:class:`Loaders`) with
+  checkpoints in ``OUT/killed``; process 1 SIGKILLs itself mid-epoch 1, after the checkpoint
+  of step 8 (the launch fails);
+* ``multi``: training on the shards in ``DATA`` (each process recording the rows it reads),
+  then on a Grain pipeline sharded by JAX process; then the loaders' unbroken run, the killed
+  run resumed, and a run on a relative ``checkpoint_dir`` (one epoch, resumed for the
+  second); last, what each process must refuse (:func:`source_errors`): a ``batch_size`` that
+  does not split over the 4 devices, and sources whose lengths differ between the processes,
+  each error written as ``OUT/<case>_<process>.json``; the last one is raised (the launch
+  fails).
 
 Each writes ``OUT/<mode>_<process>.npz`` (the trained params) and ``OUT/<mode>_<process>.json``
 (what it saw); the test compares them with one-process runs of the same training.
@@ -18,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -35,6 +44,11 @@ from funcnn import data, distributed, fit, models  # noqa: E402
 N, BATCH, EPOCHS = 44, 8, 2  # 5 batches of 8 and a short last one of 4 (over 4 devices)
 PROCESSES = 2
 BAD_BATCH = 6  # does not split over 4 devices
+LOCAL = BATCH // PROCESSES  # a process's rows of a global batch
+EVERY = 4  # checkpoint_every for the loaders: after steps 4 and 8, both mid-epoch
+KILL_BATCH = 5  # process 1 dies reading this batch of epoch 1, after step 8's checkpoint
+# (the prefetch thread reads at most 3 batches past the step being taken: batch 5 is read
+# once the step of batch 1 of epoch 1, step 8 of the run, and its checkpoint are done)
 
 
 def problem():
@@ -90,6 +104,9 @@ class Rows:
     def __getitem__(self, i):
         return self.x[i], self.y[i]
 
+    def __repr__(self):  # the same in every run: Grain checks a restored loader's source by it
+        return f"Rows({len(self.x)})"
+
 
 def grain_pipeline(x, y, shard):
     """The examples shuffled (the same order in every process), the ``shard`` (a Grain
@@ -126,24 +143,163 @@ def scan(out, folder) -> None:
     save(out, "scan_0", {"dataset": result.params}, info)
 
 
-def bad_batch_size(out, folder) -> None:
-    """``fit`` with BAD_BATCH: write the error, wait (30 s at most) for the other process's,
-    then raise it, so that each process has written its own before the launch stops them."""
+def grain_loader(x, y, shard, epoch: int):
+    """A Grain ``DataLoader`` of the ``shard`` (a ``ShardOptions``) of the examples, shuffled
+    with a seed of ``epoch``'s, in batches of that shard's part of a global batch of BATCH."""
+    import grain
+
+    sampler = grain.samplers.IndexSampler(
+        len(x), shard_options=shard, shuffle=True, num_epochs=1, seed=10 + epoch
+    )
+    batch = grain.transforms.Batch(BATCH // shard.shard_count)
+    return grain.DataLoader(
+        data_source=Rows(x, y), sampler=sampler, operations=[batch], worker_count=0
+    )
+
+
+class Loaders:
+    """``fit``'s source: epoch -> this process's :func:`grain_loader` of that epoch; the
+    epochs asked for are kept in ``asked`` (a resumed run skips those done). With ``kill``
+    (a file), process 1's loader of epoch 1 dies at KILL_BATCH (:class:`Dying`)."""
+
+    def __init__(self, kill: Path | None = None):
+        import grain
+
+        _, _, self.x, self.y = problem()
+        self.shard = grain.sharding.ShardOptions(jax.process_index(), jax.process_count())
+        self.kill, self.asked = kill, []
+
+    def __call__(self, epoch: int):
+        self.asked.append(epoch)
+        loader = grain_loader(self.x, self.y, self.shard, epoch)
+        if self.kill and epoch == 1 and jax.process_index() == 1:
+            return Dying(loader, KILL_BATCH, self.kill)
+        return loader
+
+
+class Dying:
+    """A loader whose iterator SIGKILLs this process as batch ``at`` is read from it, after
+    writing the file ``note``; it hands on the loader's iterator's position (``get_state`` /
+    ``set_state``)."""
+
+    def __init__(self, loader, at: int, note: Path):
+        self.loader, self.at, self.note = loader, at, note
+
+    def __iter__(self):
+        self.inner, self.read = iter(self.loader), 0
+        return self
+
+    def __next__(self):
+        if self.read == self.at:
+            self.note.write_text(json.dumps({"process": jax.process_index(), "batch": self.at}))
+            os.kill(os.getpid(), signal.SIGKILL)
+        self.read += 1
+        return next(self.inner)
+
+    def get_state(self):
+        return self.inner.get_state()
+
+    def set_state(self, state):
+        self.inner.set_state(state)
+
+
+def train_loaders(folder, *, kill: Path | None = None, resume=False, epochs: int = EPOCHS):
+    """``fit`` on :class:`Loaders` over the 4 devices with checkpoints in ``folder`` every
+    EVERY steps: ``(result, epochs asked of the source)``."""
     model, params, _, _ = problem()
-    pid, ds, mesh = jax.process_index(), open_shards(folder), distributed.make_mesh()
+    source, settings = Loaders(kill), options() | {"epochs": epochs}
+    result = fit(
+        model,
+        params,
+        source,
+        mesh=distributed.make_mesh(),
+        checkpoint_dir=folder,
+        checkpoint_every=EVERY,
+        resume=resume,
+        **settings,
+    )
+    return result, source.asked
+
+
+def steps_in(folder) -> list[str]:
+    """The step checkpoints (Orbax's finalized folders) in ``folder``."""
+    return sorted(p.name for p in Path(folder).glob("step_*") if p.name[5:].isdigit())
+
+
+def data_state(folder, step: str):
+    """The ``data_state`` in the meta of the checkpoint ``step`` in ``folder``."""
+    document = json.loads((Path(folder) / step / "meta" / "metadata").read_text())
+    return document["meta"]["data_state"]
+
+
+def loader_runs(out) -> tuple[dict, dict]:
+    """The loaders' unbroken run, the killed run (``multi-kill``) resumed, and a run on a
+    relative ``checkpoint_dir`` (from OUT): one epoch, then resumed for the second.
+    ``(params, info)``, ``info`` with what the checkpoints held."""
+    out, here = Path(out), os.getcwd()
+    killed = steps_in(out / "killed")
+    info = {"killed_steps": killed, "killed_data_state": data_state(out / "killed", killed[-1])}
+    full, _ = train_loaders(str(out / "full"))
+    resumed, info["resumed_asked"] = train_loaders(str(out / "killed"), resume=True)
+    os.chdir(out)
     try:
-        fit(model, params, ds, batch_size=BAD_BATCH, mesh=mesh, **options())
+        train_loaders("relative", epochs=1)
+        info["relative_first_steps"] = steps_in("relative")
+        relative, info["relative_asked"] = train_loaders("relative", resume=True)
+    finally:
+        os.chdir(here)
+    info |= {"relative_steps": steps_in(out / "relative"), "full_steps": steps_in(out / "full")}
+    info["full_data_state"] = data_state(out / "full", "step_0000000008")
+    results = {"loader": full, "resumed": resumed, "relative": relative}
+    info["history"] = {name: r.history for name, r in results.items()}
+    return {name: r.params for name, r in results.items()}, info
+
+
+def refused(out, case: str, train, last: bool = False) -> None:
+    """Run ``train``, which should raise a ``ValueError`` in every process: its message and
+    the seconds it took as ``OUT/<case>_<process>.json``. The ``last`` case waits (30 s at
+    most) for every process's file, then raises, so that the launch fails only after all
+    have written theirs."""
+    pid, start, error = jax.process_index(), time.monotonic(), None
+    try:
+        train()
     except ValueError as err:
-        (Path(out) / f"error_{pid}.txt").write_text(str(err))
+        error = err
+    record = {"message": str(error or "no error"), "seconds": time.monotonic() - start}
+    (Path(out) / f"{case}_{pid}.json").write_text(json.dumps(record))
+    if last:
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and len(list(Path(out).glob("error_*.txt"))) < 2:
+        while time.monotonic() < deadline and len(list(Path(out).glob(f"{case}_*.json"))) < 2:
             time.sleep(0.05)
-        raise
-    (Path(out) / f"error_{pid}.txt").write_text("no error")
+        if error is not None:
+            raise error
+
+
+def source_errors(out, folder) -> None:
+    """What each process refuses: BAD_BATCH on the dataset; a Grain pipeline one batch
+    shorter in process 1 (5 batches of 4 rows against 6, the last of 2); a list of batches
+    whose last one has 4 rows in process 1, 2 in process 0 (raised: the launch fails)."""
+    import grain
+
+    model, params, x, y = problem()
+    pid, mesh = jax.process_index(), distributed.make_mesh()
+
+    def train(source, **kw):
+        return lambda: fit(model, params, source, mesh=mesh, **kw, **options())
+
+    refused(out, "bad_batch", train(open_shards(folder), batch_size=BAD_BATCH))
+    rows = 20 if pid == 1 else 22
+    fewer = grain.MapDataset.source(Rows(x[:rows], y[:rows])).batch(LOCAL)
+    refused(out, "fewer_batches", train(fewer))
+    rows = 24 if pid == 1 else 22
+    xs, ys = x[:rows], y[:rows]
+    listed = [(xs[i : i + LOCAL], ys[i : i + LOCAL]) for i in range(0, rows, LOCAL)]
+    refused(out, "last_batch_size", train(listed), last=True)
 
 
 def multi(out, folder) -> None:
-    """Two processes: the dataset, then the Grain pipeline, then the bad batch size."""
+    """Two processes: the dataset, the Grain pipeline, the loaders with checkpoints, then
+    the sources each process must refuse."""
     import grain
 
     distributed.initialize()
@@ -154,6 +310,7 @@ def multi(out, folder) -> None:
     on_disk = fit(model, params, reader, batch_size=BATCH, mesh=mesh, **options())
     pipeline = grain_pipeline(x, y, grain.sharding.ShardByJaxProcess())
     streamed = fit(model, params, pipeline, mesh=mesh, **options())
+    loaded, loader_info = loader_runs(out)
     info = {
         "devices": jax.device_count(),
         "processes": jax.process_count(),
@@ -161,9 +318,21 @@ def multi(out, folder) -> None:
         "grain_rows": [len(bx) for bx, _ in pipeline],
         "history": {"dataset": on_disk.history, "grain": streamed.history},
     }
-    save(out, f"multi_{pid}", {"dataset": on_disk.params, "grain": streamed.params}, info)
-    bad_batch_size(out, folder)
+    info["history"] |= loader_info.pop("history")
+    info |= loader_info
+    trees = {"dataset": on_disk.params, "grain": streamed.params, **loaded}
+    save(out, f"multi_{pid}", trees, info)
+    source_errors(out, folder)
+
+
+def multi_kill(out, folder) -> None:
+    """Two processes: the loaders' run with checkpoints in ``OUT/killed``, process 1 killed
+    in epoch 1 (:class:`Dying`)."""
+    distributed.initialize()
+    train_loaders(str(Path(out) / "killed"), kill=Path(out) / "dying.json")
+    raise SystemExit("multi-kill: process 1 should have been killed")
 
 
 if __name__ == "__main__":
-    {"scan": scan, "multi": multi}[sys.argv[1]](sys.argv[2], sys.argv[3])
+    modes = {"scan": scan, "multi": multi, "multi-kill": multi_kill}
+    modes[sys.argv[1]](sys.argv[2], sys.argv[3])

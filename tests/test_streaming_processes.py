@@ -1,14 +1,17 @@
 """``fit`` streaming its data over several processes, against one-process runs.
 
 The sharded runs happen in subprocesses (``tests/streaming_worker.py``): two processes joined
-by ``jax.distributed`` with two CPU devices each (one launch for the dataset on disk, the
-Grain pipeline sharded by process and the bad batch size), and one process with four CPU
-devices (a dataset scanned over the mesh). The references are the same training runs here,
-in this process, on one device: the arrays in memory, and the list of the global batches.
+by ``jax.distributed`` with two CPU devices each (a launch in which process 1 is killed
+mid-run, then one launch for the dataset on disk, the Grain pipeline sharded by process, the
+Grain loaders with checkpoints, the killed run resumed, a relative checkpoint folder, and the
+sources each process must refuse), and one process with four CPU devices (a dataset scanned
+over the mesh). The references are the same training runs here, in this process, on one
+device: the arrays in memory, and the lists of the global batches.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -60,14 +63,27 @@ def shards(tmp_path_factory):
     return folder
 
 
-@pytest.fixture(scope="module")
-def two_processes(tmp_path_factory, shards, cache):
-    """2 processes × 2 devices: the dataset, the Grain pipeline, then the bad batch size
-    (so the launch fails). The launcher's timeout and ours guard against a hang."""
-    out = tmp_path_factory.mktemp("multi")
+def _launch(mode: str, out: Path, shards: Path, cache: Path) -> subprocess.CompletedProcess:
+    """2 processes × 2 devices running the worker's ``mode``; the launcher's timeout and
+    ours guard against a hang."""
     command = [sys.executable, "-m", "funcnn.distributed.launch", "-n", "2", "--cpu-devices"]
-    command += ["2", "--timeout", "60", str(WORKER), "multi", str(out), str(shards)]
-    return _run(command, 70, cache), out
+    command += ["2", "--timeout", "90", str(WORKER), mode, str(out), str(shards)]
+    return _run(command, 100, cache)
+
+
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory, shards, cache):
+    """The Grain loaders' run with checkpoints, process 1 killed in epoch 1."""
+    out = tmp_path_factory.mktemp("multi")
+    return _launch("multi-kill", out, shards, cache), out
+
+
+@pytest.fixture(scope="module")
+def two_processes(killed, shards, cache):
+    """The dataset, the Grain pipeline, the loaders (the killed run resumed, a relative
+    checkpoint folder), then the sources to refuse, the last one raised (the launch fails)."""
+    out = killed[1]
+    return _launch("multi", out, shards, cache), out
 
 
 def _results(run: tuple, name: str) -> tuple[dict, dict]:
@@ -91,7 +107,18 @@ def one_device():
     batches = [tuple(np.concatenate(side) for side in zip(*step)) for step in zip(*parts)]
     assert [len(bx) for bx, _ in batches] == [worker.BATCH] * (STEPS - 1) + [4]
     listed = fit(model, params, batches, **worker.options())
-    return {"dataset": arrays, "grain": listed}
+    loaders = [_global_batches(x, y, e) for e in range(worker.EPOCHS)]
+    loaded = fit(model, params, lambda e: loaders[e], **worker.options())
+    return {"dataset": arrays, "grain": listed, "loader": loaded}
+
+
+def _global_batches(x, y, epoch: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Epoch ``epoch``'s global batches of the worker's Grain loaders, process by process."""
+    parts = [
+        list(worker.grain_loader(x, y, grain.sharding.ShardOptions(p, worker.PROCESSES), epoch))
+        for p in range(worker.PROCESSES)
+    ]
+    return [tuple(np.concatenate(side) for side in zip(*step)) for step in zip(*parts)]
 
 
 def _compare(arrays: dict, history: dict, expected: dict, names: tuple) -> None:
@@ -139,17 +166,84 @@ def test_a_grain_pipeline_sharded_by_process_trains_as_its_global_batches(
         _compare(arrays, info["history"], one_device, ("grain",))
 
 
+def _refusals(run: tuple, case: str) -> list[dict]:
+    """Each process's record of the error it raised in ``case``."""
+    _, out = run
+    return [json.loads((out / f"{case}_{p}.json").read_text()) for p in (0, 1)]
+
+
 def test_a_batch_size_that_does_not_split_over_the_devices_is_refused_in_each_process(
     two_processes,
 ):
-    done, out = two_processes
-    assert done.returncode == 1, done.stdout[-4000:]  # the launcher's: the first failure
-    assert "launch: a process exited with 1" in done.stdout
-    for p in (0, 1):
-        message = (out / f"error_{p}.txt").read_text()
+    for record in _refusals(two_processes, "bad_batch"):
+        message = record["message"]
         assert message.startswith(
             f"fit: batch_size = {worker.BAD_BATCH} is not divisible by the 4 devices"
         ), message
+
+
+@pytest.mark.parametrize("case, rows", [("fewer_batches", [2, 0]), ("last_batch_size", [2, 4])])
+def test_sources_of_unequal_lengths_fail_in_each_process_rather_than_wait(
+    two_processes, case, rows
+):
+    done, _ = two_processes
+    # the last case's error ends the launch: its status, not the launcher's timeout (124)
+    assert done.returncode == 1, done.stdout[-4000:]
+    assert "launch: a process exited with 1" in done.stdout
+    for record in _refusals(two_processes, case):
+        message = record["message"]
+        assert message.startswith(
+            "fit: the processes' sources disagree at batch 5 of epoch 0: their local batches "
+            f"have {rows} rows"
+        ), message
+        assert record["seconds"] < 20  # a whole run of 6 steps: nobody waited on the other
+
+
+def _same_as_unbroken(run: tuple, name: str) -> dict:
+    """Both processes' params and history of run ``name`` equal the loaders' unbroken run's,
+    bit for bit; process 0's info."""
+    for p in (0, 1):
+        arrays, info = _results(run, f"multi_{p}")
+        unbroken = sorted(k for k in arrays if k.startswith("['loader']"))
+        assert unbroken
+        for key in unbroken:
+            mine = key.replace("['loader']", f"['{name}']", 1)
+            np.testing.assert_array_equal(arrays[mine], arrays[key], err_msg=mine)
+        assert info["history"][name] == info["history"]["loader"]
+    return _results(run, "multi_0")[1]
+
+
+def test_a_killed_run_resumes_each_process_at_its_own_loader_position(
+    killed, two_processes, one_device
+):
+    done, out = killed  # process 1 SIGKILLed itself where it meant to: the launch failed
+    assert done.returncode != 0 and "launch: a process exited with" in done.stdout
+    dying = json.loads((out / "dying.json").read_text())
+    assert dying == {"process": 1, "batch": worker.KILL_BATCH}, done.stdout[-4000:]
+    info = _same_as_unbroken(two_processes, "resumed")
+    for p in (0, 1):
+        arrays, mine = _results(two_processes, f"multi_{p}")
+        _compare(arrays, mine["history"], one_device, ("loader",))
+        assert mine["resumed_asked"] == [1]  # resumed in epoch 1, not started afresh
+    assert info["killed_steps"] == ["step_0000000004", "step_0000000008"]
+    state = info["killed_data_state"]  # at step 8: batch 1 of epoch 1 done
+    assert state["done"] == STEPS
+    positions = state["positions"]
+    assert len(positions) == 2 and positions[0] != positions[1]
+    assert state["position"] == positions[0]  # process 0's own, which it wrote
+    for p, position in enumerate(positions):
+        loader = json.loads(base64.b64decode(position["bytes"]))
+        assert f"shard_index={p}, shard_count=2" in loader["sampler"], loader
+        assert "seed=11" in loader["sampler"], loader  # epoch 1's order
+    assert info["full_data_state"] == state  # where the unbroken run was at step 8
+
+
+def test_a_relative_checkpoint_dir_takes_sharded_checkpoints_and_resumes(two_processes):
+    info = _same_as_unbroken(two_processes, "relative")
+    assert info["relative_first_steps"] == ["step_0000000004", "step_0000000006"]
+    assert info["relative_asked"] == [1]
+    assert info["relative_steps"] == [f"step_{g:010d}" for g in (6, 8, 12)]
+    assert not (ROOT / "relative").exists()  # under the worker's folder, not the launch's
 
 
 def test_a_scanned_dataset_over_four_devices_trains_as_the_arrays(

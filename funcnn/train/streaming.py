@@ -15,7 +15,6 @@ kept with the iterator's position in the run state (``data_state``).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
@@ -23,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import processes
 from .epochs import Run, end_epoch, host_read, validation_logs
 from .settings import Settings, target_checker
 from .sources import (
@@ -44,19 +44,46 @@ def run_source_epoch(run: Run, state: RunState, bar) -> None:
     """Epoch ``state.epoch`` over the source, from its step ``state.step`` on, then its end."""
     settings, epoch = run.settings, state.epoch
     before = steps_before(settings, state)
-    check_targets = target_checker(
-        settings, state.params, state.model_state
-    )  # here: not in the reader
+    # the targets' check traced here, in this thread, not in the reader's
+    check_targets = target_checker(settings, state.params, state.model_state)
     items = checked(settings, epoch, source_batches(settings, state, epoch), check_targets)
     if settings.scan:
         items = chunks(items, CHUNK_STEPS, lambda s: due(settings, before + s + 1))
+    together = jax.process_count() > 1 and not is_dataset(settings.source)
+    try:
+        taken = take_steps(run, state, items, before, together)
+    except processes.SourcesDisagree:
+        raise  # every process raises it at once
+    except Exception:
+        if together:  # the others learn of it at their next step, rather than wait for ever
+            processes.report_failure()
+        raise
+    if taken == 0:
+        raise ValueError(
+            f"fit: the source yielded no batch in epoch {epoch}; expected at least one (an "
+            "iterator that is used up after one pass needs to be given as a re-iterable "
+            "object or as a function epoch -> iterable)"
+        )
+    if not is_dataset(settings.source):
+        state.data_state = {"done": before + taken, "position": None}
+    end_epoch(run, state, epoch, bar, validation_logs(run, state), before + taken)
+
+
+def take_steps(run: Run, state: RunState, items, before: int, together: bool) -> int:
+    """The epoch's steps over ``items`` into ``state``, read and checkpointed where due;
+    returns the epoch's step count. Over several processes on an iterable source
+    (``together``), the processes agree on each batch's size before its step, and every
+    process's position goes into a checkpoint."""
+    settings, epoch = run.settings, state.epoch
     epoch_key = jax.random.fold_in(state.key, epoch)
     pending: list = []
     taken, live = state.step, jnp.asarray(True)
-    together = jax.process_count() > 1 and not is_dataset(settings.source)
-    for b in prefetch(items, lambda b: place(settings, b)):
+    # over several processes a batch is placed after the processes agree on its size
+    placing = (lambda b: b) if together else (lambda b: place(settings, b))
+    for b in prefetch(items, placing):
         if together:
-            agree_on_batch(len(b.x), epoch, b.step)
+            processes.agree_on_batch(len(b.x), epoch, b.step)
+            b = place(settings, b)
         entry, live = take(run, state, b, epoch_key, live)
         pending.append(entry)
         taken = b.step + len(entry.sizes)
@@ -64,22 +91,13 @@ def run_source_epoch(run: Run, state: RunState, bar) -> None:
             settle(run, state, epoch, pending, b.position)
             state.step, pending = taken, []
             if run.checkpoints is not None and due(settings, before + taken):
-                if together and state.data_state is not None:  # each process's position,
-                    # in the meta that process 0 writes
-                    state.data_state["positions"] = gather_json(b.position)
+                if together and state.data_state is not None:  # into the meta process 0 writes
+                    state.data_state["positions"] = processes.gather_json(b.position)
                 run.checkpoints.after_steps(before + taken, True, state)
     if together:
-        agree_on_batch(0, epoch, taken)  # every process's source ended here
-    if taken == 0:
-        raise ValueError(
-            f"fit: the source yielded no batch in epoch {epoch}; expected at least one (an "
-            "iterator that is used up after one pass needs to be given as a re-iterable "
-            "object or as a function epoch -> iterable)"
-        )
+        processes.agree_on_batch(0, epoch, taken)  # every process's source ended here
     settle(run, state, epoch, pending, None)
-    if not is_dataset(settings.source):
-        state.data_state = {"done": before + taken, "position": None}
-    end_epoch(run, state, epoch, bar, validation_logs(run, state), before + taken)
+    return taken
 
 
 def steps_before(settings: Settings, state: RunState) -> int:
@@ -122,13 +140,6 @@ def checked(settings: Settings, epoch: int, batches, check_targets) -> Iterator[
     same_shape = ShapeCheck()
     for b in batches:
         same_shape(b, epoch)
-        if settings.mesh is not None and not settings.n:  # an iterable's batch, over a mesh
-            from .. import distributed
-
-            # each process's batch is its part of a global batch of P times its rows
-            rows = f"the global size of the source's batch {b.step} of epoch {epoch}"
-            size = len(b.x) * jax.process_count()
-            distributed.check_divisible(size, settings.mesh, argument=rows, who="fit")
         name = f"y of the source's batch {b.step} of epoch {epoch}"
         check_targets(b.x, b.y, name)
         yield b
@@ -151,6 +162,10 @@ def place(settings: Settings, b: Batch) -> Batch:
             settings.mesh, jax.sharding.PartitionSpec(None, "data")
         )
         return b._replace(x=jax.device_put(b.x, sharding), y=jax.device_put(b.y, sharding))
+    if not settings.n:  # an iterable's batch: each process's is its part of P times its rows
+        rows = f"the global size of the source's batch {b.step}"
+        size = len(b.x) * jax.process_count()
+        distributed.check_divisible(size, settings.mesh, argument=rows, who="fit")
     if jax.process_count() > 1:
         x, y = distributed.shard_local_batch((b.x, b.y), settings.mesh)
     else:
@@ -232,31 +247,3 @@ def replay_chunk(run: Run, state: RunState, entry: Taken) -> None:
             epoch_key,
         )
         state.params, state.model_state, state.opt_state = trained
-
-
-def agree_on_batch(rows: int, epoch: int, step: int) -> None:
-    """In a run over several processes on an iterable source: every process has a batch of
-    ``rows`` rows for step ``step`` (``0``: its source ended), or all raise a ``ValueError``
-    (where the processes would otherwise wait on each other for ever). One small collective."""
-    from jax.experimental import multihost_utils
-
-    every = np.ravel(multihost_utils.process_allgather(np.asarray(rows, np.int32)))
-    if (every != every[0]).any():
-        raise ValueError(
-            f"fit: the processes' sources disagree at batch {step} of epoch {epoch}: their "
-            f"local batches have {every.tolist()} rows (0: the source ended); each process "
-            "must yield as many batches, of the same sizes (for a Grain pipeline: shards of "
-            "equal size, or drop_remainder=True)"
-        )
-
-
-def gather_json(value: Any) -> list:
-    """Every process's JSON-able ``value``, in process order (a collective)."""
-    from jax.experimental import multihost_utils
-
-    own = np.frombuffer(json.dumps(value).encode(), np.uint8)
-    longest = int(np.max(multihost_utils.process_allgather(np.asarray(len(own), np.int32))))
-    padded = np.zeros(longest, np.uint8)
-    padded[: len(own)] = own
-    every = np.asarray(multihost_utils.process_allgather(padded)).reshape(-1, longest)
-    return [json.loads(bytes(row).rstrip(b"\0").decode()) for row in every]
