@@ -25,6 +25,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from .. import compiler
 from ..data import shuffle as shuffle_indices
@@ -273,6 +274,18 @@ def guarded_steps(apply, loss, optimizer, metrics: dict, guard: str, precision, 
         step = distributed.data_parallel(step, mesh, batch_argnums=(3, 4))
         scan_step = distributed.data_parallel(scan_step, mesh, batch_argnums=(3, 4))
     return step, scan_step
+
+
+@functools.lru_cache(maxsize=32)
+def fresh_copies(optimizer: optax.GradientTransformation, init: bool):
+    """``(params, state, opt_state) -> copies`` in one compiled call, ``opt_state`` from
+    ``optimizer.init(params)`` when ``init``."""
+
+    def fresh(params, state, opt_state):
+        opt_state = optimizer.init(params) if init else opt_state
+        return jax.tree_util.tree_map(jnp.copy, (params, state, opt_state))
+
+    return jax.jit(fresh)
 
 
 cached_programs = functools.lru_cache(maxsize=32)(build_programs)

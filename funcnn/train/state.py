@@ -41,6 +41,7 @@ from numpy.typing import DTypeLike
 
 from .. import checkpoint
 from .checkpoint_store import FileStore, ShardedFileStore, saved_kinds, sharded_layout
+from .programs import fresh_copies
 from .settings import Settings
 from .sources import source_fingerprint
 
@@ -114,13 +115,12 @@ class RunState:
 def start_state(settings: Settings, params, opt_state, model_state=None) -> RunState:
     """The state before the first step: copies of ``params``, the model's state and
     ``opt_state`` (default ``optimizer.init(params)``), placed over the mesh if there is one."""
-    params = jax.tree_util.tree_map(jnp.array, params)  # our own copy: buffers get donated
-    model_state = jax.tree_util.tree_map(jnp.array, model_state or {})
-    opt_state = (
-        settings.optimizer.init(params)
-        if opt_state is None
-        else jax.tree_util.tree_map(jnp.array, opt_state)
-    )
+    # our own copies, as one compiled call: their buffers get donated
+    try:
+        copies = fresh_copies(settings.optimizer, opt_state is None)
+    except TypeError:  # an unhashable optimizer: compiled afresh
+        copies = fresh_copies.__wrapped__(settings.optimizer, opt_state is None)
+    params, model_state, opt_state = copies(params, model_state or {}, opt_state)
     if settings.mesh is not None:
         from .. import distributed
 
