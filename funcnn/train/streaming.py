@@ -149,7 +149,10 @@ def place(settings: Settings, b: Batch) -> Batch:
     """A batch (or a stacked chunk) on the device: split over the mesh's ``"data"`` axis
     when there is one (this process's rows make its part, over several processes)."""
     if settings.mesh is None:
-        return b._replace(x=jax.device_put(b.x), y=jax.device_put(b.y))
+        if jax.default_backend() == "cpu":  # the host's memory is the device's
+            return b
+        x, y = jax.device_put((b.x, b.y))
+        return b._replace(x=x, y=y)
     from .. import distributed
 
     if settings.scan:
