@@ -285,7 +285,7 @@ def fresh_copies(optimizer: optax.GradientTransformation, init: bool):
         opt_state = optimizer.init(params) if init else opt_state
         return jax.tree_util.tree_map(jnp.copy, (params, state, opt_state))
 
-    return jax.jit(fresh)
+    return compiler.jit(fresh)
 
 
 cached_programs = functools.lru_cache(maxsize=32)(build_programs)

@@ -35,6 +35,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from .. import compiler
 from ..data import shuffle as shuffle_indices
 
 PREFETCH = 2  # batches (or chunks of batches) read and placed ahead of the step
@@ -106,7 +107,7 @@ def dataset_batches(
         s, group = stop, int(min(MAX_GROUP, max(1, READ_BYTES // max(per_batch, 1))))
 
 
-@functools.partial(jax.jit, static_argnums=2)
+@functools.partial(compiler.jit, static_argnums=2)
 def epoch_permutation(key, epoch, n: int) -> jax.Array:
     """``data.shuffle(fold_in(fold_in(key, e), 0), n)``, the order of epoch ``e``, compiled
     (once per ``n``)."""

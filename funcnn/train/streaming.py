@@ -79,11 +79,11 @@ def take_steps(run: Run, state: RunState, items, before: int, together: bool) ->
     pending: list = []
     taken, live = state.step, jnp.asarray(True)
     # over several processes a batch is placed after the processes agree on its size
-    placing = (lambda b: b) if together else (lambda b: place(settings, b))
+    placing = (lambda b: b) if together else (lambda b: place(settings, b, epoch))
     for b in prefetch(items, placing):
         if together:
             processes.agree_on_batch(len(b.x), epoch, b.step)
-            b = place(settings, b)
+            b = place(settings, b, epoch)
         entry, live = take(run, state, b, epoch_key, live)
         pending.append(entry)
         taken = b.step + len(entry.sizes)
@@ -145,7 +145,7 @@ def checked(settings: Settings, epoch: int, batches, check_targets) -> Iterator[
         yield b
 
 
-def place(settings: Settings, b: Batch) -> Batch:
+def place(settings: Settings, b: Batch, epoch: int) -> Batch:
     """A batch (or a stacked chunk) on the device: split over the mesh's ``"data"`` axis
     when there is one (this process's rows make its part, over several processes)."""
     if settings.mesh is None:
@@ -166,7 +166,7 @@ def place(settings: Settings, b: Batch) -> Batch:
         )
         return b._replace(x=jax.device_put(b.x, sharding), y=jax.device_put(b.y, sharding))
     if not settings.n:  # an iterable's batch: each process's is its part of P times its rows
-        rows = f"the global size of the source's batch {b.step}"
+        rows = f"the global size of the source's batch {b.step} of epoch {epoch}"
         size = len(b.x) * jax.process_count()
         distributed.check_divisible(size, settings.mesh, argument=rows, who="fit")
     if jax.process_count() > 1:
