@@ -86,11 +86,15 @@ def run_epoch(run: Run, state: RunState, bar) -> None:
 
 def whole_epoch(settings: Settings, state: RunState) -> bool:
     """The epoch runs as one call: ``scan`` mode, from its first step, no checkpoint due
-    before its end."""
+    before its end (nor between its full batches and a short last one), and validation (if
+    any) on arrays: a validation source is read on the host after the epoch's steps."""
+    every, done = settings.checkpoint_every, state.epoch * settings.n_steps
+    next_due = math.inf if every is None else (done // every + 1) * every - done
     return (
         settings.scan
+        and settings.validation_source is None
         and state.step == 0
-        and segment_end(settings, state.epoch, 0) >= settings.n_full
+        and next_due >= settings.n_steps
     )
 
 
@@ -275,6 +279,11 @@ def validation_logs(run: Run, state: RunState) -> dict[str, float]:
         for x, y in source_chunks(settings.validation_source, state.epoch, EVAL_CHUNK):
             sizes.append(len(x))
             logs.append(fn(state.params, state.model_state, x, y))
+        if not logs:
+            raise ValueError(
+                f"fit: the validation source yielded no data in epoch {state.epoch}; "
+                "expected at least one batch"
+            )
         logs = host_read(logs)
         means = chunk_means(sizes, {k: [c[k] for c in logs] for k in logs[0]})
         return {f"val_{k}": v for k, v in means.items()}

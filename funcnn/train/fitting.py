@@ -138,8 +138,10 @@ def fit(
       min_delta: the smallest change that counts as an improvement.
       restore_best: hand back the best params rather than the last; default: when
         ``patience`` is given.
-      scan: run each epoch, its validation included, as one compiled call (a ``lax.scan``
-        over its minibatches) with one read of the device; when nothing needs the host
+      scan: run each epoch, its validation on arrays included, as one compiled call (a
+        ``lax.scan`` over its minibatches) with one read of the device (a validation source
+        is read after the epoch's steps, and a checkpoint due mid-epoch splits the epoch
+        where it falls); when nothing needs the host
         between epochs (no ``progress`` bar, ``callback``, ``patience``, ``restore_best``
         or ``checkpoint_dir``), all the epochs are one call. The fastest mode for dense
         networks. On a CPU, XLA runs convolutions inside a loop body far

@@ -52,6 +52,8 @@ def is_iterable_source(x: Any) -> bool:
     """``x`` is an iterable of batches (or a function ``epoch -> iterable``), not an array."""
     if isinstance(x, list):  # a list of batches (x, y), not a nested list of numbers
         first = x[0] if x else None
+        if isinstance(first, dict):  # batches of another form, refused by name in fit
+            return True
         return isinstance(first, tuple) and bool(first) and all(np.ndim(a) > 0 for a in first)
     if isinstance(x, (np.ndarray, jax.Array, tuple, str)) or hasattr(x, "__array__"):
         return False
@@ -141,7 +143,8 @@ def split_batch(batch: Any, epoch: int, s: int) -> tuple[np.ndarray, np.ndarray]
     """A source's batch as the pair ``(x, y)`` of NumPy arrays with a common leading size."""
     if not isinstance(batch, (tuple, list)) or len(batch) != 2:
         raise ValueError(
-            f"fit: the source's batch {s} of epoch {epoch} is a {type(batch).__name__}; "
+            f"fit: the source's batch {s} of epoch {epoch} is a {type(batch).__name__}"
+            f"{f' of {len(batch)}' if isinstance(batch, (tuple, list)) else ''}; "
             "expected a pair (x, y) of arrays"
         )
     x, y = (np.asarray(a) for a in batch)
