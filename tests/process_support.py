@@ -31,3 +31,17 @@ def run_group(
             os.killpg(p.pid, signal.SIGKILL)
             p.wait()
     return subprocess.CompletedProcess(command, p.returncode, out)
+
+
+def run_cached(command: list[str], timeout: float, cache: Path) -> subprocess.CompletedProcess:
+    """:func:`run_group` with the project on ``PYTHONPATH``, no ``XLA_FLAGS`` (the command
+    sets its devices), and the compiled programs shared between runs through JAX's
+    compilation cache in ``cache``."""
+    env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    env.pop("XLA_FLAGS", None)
+    env |= {
+        "JAX_COMPILATION_CACHE_DIR": str(cache),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+    }
+    return run_group(command, timeout, env)

@@ -10,7 +10,6 @@ process, on one device. The store itself, and the policy around it, are checked 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -34,20 +33,11 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).resolve().parent / "sharded_worker.py"
 sys.path.insert(0, str(WORKER.parent))
 import sharded_worker as worker  # noqa: E402
-from process_support import run_group  # noqa: E402
+from process_support import run_cached  # noqa: E402
 
 
 def _run(command: list[str], timeout: float, cache: Path) -> subprocess.CompletedProcess:
-    """Run ``command`` in its own process group (killed whole on a timeout); the compiled
-    programs shared between the runs through JAX's compilation cache in ``cache``."""
-    env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    env.pop("XLA_FLAGS", None)
-    env |= {
-        "JAX_COMPILATION_CACHE_DIR": str(cache),
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
-    }
-    return run_group(command, timeout, env)
+    return run_cached(command, timeout, cache)
 
 
 def _launch(mode: str, out: Path, cache: Path) -> subprocess.CompletedProcess:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -32,22 +31,13 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).resolve().parent / "streaming_worker.py"
 sys.path.insert(0, str(WORKER.parent))
 import streaming_worker as worker  # noqa: E402
-from process_support import run_group  # noqa: E402
+from process_support import run_cached  # noqa: E402
 
 STEPS = -(-worker.N // worker.BATCH)  # batches an epoch: 5 of 8 and a last one of 4
 
 
 def _run(command: list[str], timeout: float, cache: Path) -> subprocess.CompletedProcess:
-    """Run ``command`` in its own process group (killed whole on a timeout), the compiled
-    programs kept in JAX's compilation cache in ``cache``."""
-    env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    env.pop("XLA_FLAGS", None)
-    env |= {
-        "JAX_COMPILATION_CACHE_DIR": str(cache),
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
-    }
-    return run_group(command, timeout, env)
+    return run_cached(command, timeout, cache)
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import early_stopping
-from .evaluation import EVAL_CHUNK, chunk_means, chunk_sizes, compiled_eval
+from .evaluation import EVAL_CHUNK, chunk_means, chunk_sizes, compiled_eval, mean_over_chunks
 from .programs import Programs, unpack
 from .settings import Settings
 from .sources import source_chunks
@@ -152,8 +152,9 @@ def n_val_chunks(settings: Settings) -> int:
 
 
 def host_read(tree: Any) -> Any:
-    """Every read of the device by the loop of epochs goes through here: one
-    ``jax.device_get`` of a call's results, after which nothing waits on the device."""
+    """Every read of the device by the loop of epochs goes through here (but a validation
+    source's, in :func:`~funcnn.train.evaluation.mean_over_chunks`): one ``jax.device_get``
+    of a call's results, after which nothing waits on the device."""
     return jax.device_get(tree)
 
 
@@ -275,17 +276,13 @@ def validation_logs(run: Run, state: RunState) -> dict[str, float]:
     settings = run.settings
     if settings.validation_source is not None:
         fn = compiled_eval(settings.apply, settings.loss, tuple(settings.metrics.items()))
-        sizes, logs = [], []
-        for x, y in source_chunks(settings.validation_source, state.epoch, EVAL_CHUNK):
-            sizes.append(len(x))
-            logs.append(fn(state.params, state.model_state, x, y))
-        if not logs:
+        chunks = source_chunks(settings.validation_source, state.epoch, EVAL_CHUNK)
+        means = mean_over_chunks(fn, state.params, state.model_state, chunks)
+        if means is None:
             raise ValueError(
                 f"fit: the validation source yielded no data in epoch {state.epoch}; "
                 "expected at least one batch"
             )
-        logs = host_read(logs)
-        means = chunk_means(sizes, {k: [c[k] for c in logs] for k in logs[0]})
         return {f"val_{k}": v for k, v in means.items()}
     if settings.validation is None:
         return {}

@@ -6,6 +6,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import numpy as np
 
 from .. import checks, compiler
@@ -55,17 +56,28 @@ def chunk_means(sizes: list[int], chunk_logs: dict[str, Any]) -> dict[str, float
     return {k: float(w @ np.asarray(v, np.float64) / w.sum()) for k, v in chunk_logs.items()}
 
 
+def mean_over_chunks(fn: Callable, params, state, chunks) -> dict[str, float] | None:
+    """:func:`chunk_means` of ``m_c = fn(params, state, x_c, y_c)`` over the pieces
+    ``(x_c, y_c)`` of ``chunks``, each put on the device in turn and all read at once at the
+    end; ``None`` when there is no piece."""
+    sizes, logs = [], []
+    for x, y in chunks:
+        sizes.append(len(x))
+        logs.append(fn(params, state, x, y))
+    if not logs:
+        return None
+    logs = jax.device_get(logs)
+    return chunk_means(sizes, {k: [c[k] for c in logs] for k in logs[0]})
+
+
 def evaluate_in_chunks(
     fn: Callable, params, state, x, y, batch_size: int = EVAL_CHUNK
 ) -> dict[str, float]:
-    """:func:`chunk_means` of ``m_c = fn(params, state, x_c, y_c)`` over chunks ``c`` of
-    ``batch_size`` examples, each put on the device in turn."""
-    sizes = chunk_sizes(len(x), batch_size)
-    logs = [
-        fn(params, state, x[i : i + batch_size], y[i : i + batch_size])
-        for i in range(0, len(x), batch_size)
-    ]
-    return chunk_means(sizes, {k: [c[k] for c in logs] for k in logs[0]})
+    """:func:`mean_over_chunks` over chunks of ``batch_size`` examples of ``(x, y)``."""
+    pieces = ((x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size))
+    means = mean_over_chunks(fn, params, state, pieces)
+    assert means is not None  # check_xy refuses empty data
+    return means
 
 
 def evaluate(

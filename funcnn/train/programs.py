@@ -28,9 +28,9 @@ import numpy as np
 import optax
 
 from .. import compiler
-from ..data import shuffle as shuffle_indices
 from .evaluation import EVAL_CHUNK, eval_logs
 from .settings import Settings
+from .sources import epoch_order
 from .step import make_step
 
 PREGATHER_BYTES = 256 * 2**20  # larger training sets are gathered batch by batch
@@ -46,14 +46,6 @@ class Programs(NamedTuple):
     validate: Callable  # the validation chunks' means, packed
     batch_step: Callable  # one step on a batch from a source
     batch_scan: Callable  # a chunk of a source's batches, stacked, as one lax.scan
-
-
-def epoch_order(key, epoch, n: int, shuffle: bool):
-    """``k_e = fold_in(key, e)`` and epoch ``e``'s order of the ``n`` examples."""
-    epoch_key = jax.random.fold_in(key, epoch)
-    if not shuffle:
-        return epoch_key, jnp.arange(n, dtype=jnp.int32)
-    return epoch_key, shuffle_indices(jax.random.fold_in(epoch_key, 0), n)
 
 
 def loop_step_function(step: Callable, batch_size: int) -> Callable:

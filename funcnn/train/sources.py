@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from .. import compiler
@@ -109,11 +110,19 @@ def dataset_batches(
         s, group = stop, int(min(MAX_GROUP, max(1, READ_BYTES // max(per_batch, 1))))
 
 
+def epoch_order(key, epoch, n: int, shuffle: bool):
+    """``k_e = fold_in(key, e)`` and epoch ``e``'s order of the ``n`` examples:
+    ``data.shuffle(fold_in(k_e, 0), n)``, or ``0 .. n − 1`` without shuffling."""
+    epoch_key = jax.random.fold_in(key, epoch)
+    if not shuffle:
+        return epoch_key, jnp.arange(n, dtype=jnp.int32)
+    return epoch_key, shuffle_indices(jax.random.fold_in(epoch_key, 0), n)
+
+
 @functools.partial(compiler.jit, static_argnums=2)
 def epoch_permutation(key, epoch, n: int) -> jax.Array:
-    """``data.shuffle(fold_in(fold_in(key, e), 0), n)``, the order of epoch ``e``, compiled
-    (once per ``n``)."""
-    return shuffle_indices(jax.random.fold_in(jax.random.fold_in(key, epoch), 0), n)
+    """Epoch ``e``'s shuffled order (:func:`epoch_order`), compiled once per ``n``."""
+    return epoch_order(key, epoch, n, True)[1]
 
 
 def iterable_batches(source, epoch: int, first: int, saved: Any) -> Iterator[Batch]:
