@@ -354,3 +354,9 @@ def test_scanned_chunks_cut_at_checkpoints_and_resume_exactly(tmp_path, source):
         **{**common, "epochs": 3},
     )
     assert_same_run(whole, resumed)
+
+
+def test_a_bad_reshard_is_named():
+    model, params, x, y, _ = problem()
+    with pytest.raises(TypeError, match="fit: reshard"):
+        fn.fit(model, params, x, y, reshard="yes", **OPTIONS)
